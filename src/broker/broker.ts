@@ -1,22 +1,509 @@
-// Placeholder: the lead engineer is writing the broker core here. Interface main.ts codes against:
+/**
+ * The broker: owns the listeners, the sessions, the subscription tree and the retained messages, and
+ * wires the protocol handlers (one module per concern in this folder) to the store and the metrics.
+ *
+ * Where a packet comes in: `Client.run` → {@link Broker.handlePacket}. Where it is routed: `routing.ts`.
+ * Where it is stored: {@link Broker.persist} (group-committed by the store). Where it is counted:
+ * `broker.metrics`.
+ *
+ * @module
+ */
+
+import { Acl } from "../auth/acl.ts";
+import { PasswordFile } from "../auth/password_file.ts";
 import type { Config } from "../config/types.ts";
-import type { Store } from "../store/store.ts";
+import type { Logger } from "../log.ts";
+import { BrokerMetrics, renderPrometheus } from "../metrics/metrics.ts";
+import { startMetricsServer } from "../metrics/server.ts";
+import { encode } from "../mqtt/encode.ts";
+import { parseSharedFilter } from "../mqtt/topic.ts";
+import { ReasonCode } from "../mqtt/reason_codes.ts";
+import type { Packet } from "../mqtt/types.ts";
+import type { SessionRecord, Store, StoreOp, StoredMessage } from "../store/store.ts";
+import type { Transport } from "../transport/connection.ts";
+import { listen, type ListenerSpec } from "../transport/listeners.ts";
+import { Client } from "./client.ts";
+import { handleConnect, handleDisconnect } from "./connect.ts";
+import { sweep } from "./keepalive.ts";
+import { handlePuback, handlePubcomp, handlePublish, handlePubrec, handlePubrel } from "./publish.ts";
+import { restore } from "./restore.ts";
+import { RetainedStore } from "./retained.ts";
+import { deliverShared, route } from "./routing.ts";
+import type { Session } from "./session.ts";
+import { handleSubscribe, handleUnsubscribe } from "./subscribe.ts";
+import { SysPublisher } from "./sys.ts";
+import { TopicTree } from "./topic_tree.ts";
+import { connectionLost, publishWill } from "./will.ts";
 
 /** Options for {@link Broker}. */
 export interface BrokerOptions {
   config: Config;
   store: Store;
+  logger: Logger;
 }
 
-/** The MQTT broker: listeners, sessions, routing. */
+/** A bound listener, as reported after start. */
+export interface BoundListener {
+  type: "mqtt" | "mqtts" | "ws" | "wss";
+  host: string;
+  port: number;
+}
+
+/** Something that accepts connections and can be closed (TCP, TLS, WebSocket servers). */
+export interface ListenerHandle {
+  readonly info: BoundListener;
+  close(): Promise<void> | void;
+}
+
+type Deferred = Uint8Array | (() => void);
+
+/** The MQTT broker. */
 export class Broker {
-  constructor(readonly options: BrokerOptions) {}
+  config: Config;
+  readonly store: Store;
+  readonly logger: Logger;
+  readonly metrics = new BrokerMetrics();
+  /** Every session, online or not, by client id. */
+  readonly sessions = new Map<string, Session>();
+  /** Connected clients by client id. */
+  readonly clients = new Map<string, Client>();
+  /** Every open connection, including those that have not sent CONNECT yet. */
+  readonly connections = new Set<Client>();
+  readonly tree = new TopicTree<Session>();
+  readonly retained: RetainedStore = new RetainedStore();
+  passwords?: PasswordFile;
+  acl?: Acl;
+  /** Our Receive Maximum (§3.2.2.3.3): inbound QoS 1/2 publishes a client may have unacknowledged. */
+  receiveMaximum: number;
+  readonly listeners: ListenerHandle[] = [];
+  #metricsServer?: { port: number; close(): Promise<void> };
+  #timers: ReturnType<typeof setInterval>[] = [];
+  #opsSinceFlush = 0;
+  #stopping = false;
+  #ready = false;
+  #sys?: SysPublisher;
+
+  constructor(options: BrokerOptions) {
+    this.config = options.config;
+    this.store = options.store;
+    this.logger = options.logger;
+    this.receiveMaximum = Math.min(65535, options.config.server.max_inflight);
+  }
+
+  /** The listeners that are bound (after {@link start}). */
+  get addresses(): BoundListener[] {
+    return this.listeners.map((l) => l.info);
+  }
+
+  /** Port of the metrics server, when enabled. */
+  get metricsPort(): number | undefined {
+    return this.#metricsServer?.port;
+  }
+
+  /** True when the store is open and the listeners are up. */
+  get ready(): boolean {
+    return this.#ready;
+  }
+
   /** Restores state from the store and binds every listener. Rejects with a one-line message on failure. */
-  start(): Promise<void> {
-    return Promise.resolve();
+  async start(): Promise<void> {
+    const config = this.config;
+    await this.#loadAuth(config);
+    await this.store.open();
+    try {
+      await restore(this);
+      await this.#listen();
+      if (config.metrics.enabled) {
+        this.#metricsServer = startMetricsServer({
+          host: config.metrics.host || config.server.host,
+          port: config.metrics.port,
+          render: () => renderPrometheus(this.metrics, this.gauges(), this.store.stats),
+          ready: () => this.#ready,
+          onError: (e) => this.logger.error("metrics server error", { error: e.message }),
+        });
+      }
+    } catch (err) {
+      await this.#closeListeners();
+      await this.store.close();
+      throw err;
+    }
+    this.#timers.push(setInterval(() => sweep(this, Date.now()), 1000));
+    if (config.sys.interval > 0) {
+      this.#sys = new SysPublisher(this);
+      this.#sys.publish();
+      this.#timers.push(setInterval(() => this.#sys!.publish(), config.sys.interval * 1000));
+    }
+    this.#ready = true;
   }
-  /** Graceful shutdown: stop accepting, DISCONNECT 0x8B to MQTT 5 clients, close, flush the store. */
-  stop(): Promise<void> {
-    return Promise.resolve();
+
+  async #loadAuth(config: Config): Promise<void> {
+    this.passwords = config.auth.password_file ? await PasswordFile.load(config.auth.password_file) : undefined;
+    this.acl = config.auth.acl_file ? await Acl.load(config.auth.acl_file) : undefined;
   }
+
+  async #listen(): Promise<void> {
+    const config = this.config;
+    const specs = [
+      { type: "mqtt" as const, host: config.server.host, port: config.server.port },
+      ...config.listeners,
+    ];
+    for (const spec of specs) {
+      this.listeners.push(await openListener(this, spec));
+    }
+  }
+
+  /** Accepts a new transport: one Client, one async handler. */
+  accept(transport: Transport): void {
+    if (this.#stopping) {
+      transport.close();
+      return;
+    }
+    const client = new Client(this, transport);
+    this.connections.add(client);
+    client.run(); // never rejects: Client.run catches everything
+  }
+
+  /** Dispatches one decoded packet of a client. */
+  handlePacket(client: Client, packet: Packet): Promise<void> | void {
+    if (client.state === "connecting") {
+      if (packet.type !== 1) {
+        client.disconnect(ReasonCode.ProtocolError, `first packet must be CONNECT, got type ${packet.type}`);
+        return;
+      }
+      return handleConnect(this, client, packet);
+    }
+    switch (packet.type) {
+      case 3:
+        return handlePublish(this, client, packet);
+      case 4:
+        return handlePuback(this, client, packet);
+      case 5:
+        return handlePubrec(this, client, packet);
+      case 6:
+        return handlePubrel(this, client, packet);
+      case 7:
+        return handlePubcomp(this, client, packet);
+      case 8:
+        return handleSubscribe(this, client, packet);
+      case 10:
+        return handleUnsubscribe(this, client, packet);
+      case 12:
+        client.sendBytes(PINGRESP, 13);
+        return;
+      case 14:
+        return handleDisconnect(this, client, packet);
+      case 1:
+        client.disconnect(ReasonCode.ProtocolError, "second CONNECT on one connection"); // MQTT-3.1.0-2
+        return;
+      case 15:
+        // No authentication method was negotiated, so AUTH is not expected (§4.12).
+        client.disconnect(ReasonCode.ProtocolError, "AUTH without an authentication method");
+        return;
+      default:
+        client.disconnect(ReasonCode.ProtocolError, `packet type ${packet.type} is not sent by clients`);
+    }
+  }
+
+  /** Encodes a packet for a client's protocol version. */
+  encodeFor(client: Client, packet: Packet): Uint8Array {
+    return encode(packet, client.version);
+  }
+
+  /** Queues one store mutation (no-op for a non-durable store: the broker's memory is the state). */
+  persist(op: StoreOp): void {
+    if (!this.store.durable) return;
+    this.store.apply(op);
+    this.#opsSinceFlush++;
+  }
+
+  /** True when mutations were applied that no flush has been requested for yet. */
+  get pendingWrites(): boolean {
+    return this.#opsSinceFlush > 0;
+  }
+
+  /**
+   * Sends an acknowledgement once everything applied to the store so far is committed; acks of one client
+   * keep their order (§4.6). Without pending writes it is sent at once.
+   */
+  sendAfterCommit(client: Client, bytes: Uint8Array, type: number): void {
+    if (this.#opsSinceFlush === 0 && client.pendingAcks.length === 0) {
+      client.sendBytes(bytes, type);
+      return;
+    }
+    client.pendingAcks.push(bytes);
+    this.#waitForCommit(client);
+  }
+
+  /** Runs `fn` after the acks queued before it were sent. */
+  runAfterCommit(client: Client, fn: () => void): void {
+    if (this.#opsSinceFlush === 0 && client.pendingAcks.length === 0) {
+      fn();
+      return;
+    }
+    (client.pendingAcks as Deferred[]).push(fn);
+    this.#waitForCommit(client);
+  }
+
+  #waitForCommit(client: Client): void {
+    this.#opsSinceFlush = 0;
+    const target = client.pendingAcks.length;
+    if (client.waitingFlush) {
+      client.ackTarget = target;
+      return;
+    }
+    client.waitingFlush = true;
+    client.ackTarget = target;
+    this.store.flush().then(
+      () => this.#releaseAcks(client),
+      (err) => {
+        client.waitingFlush = false;
+        client.pendingAcks = [];
+        this.logger.error("store commit failed, closing the connection so the client resends", {
+          client_id: client.clientId,
+          error: err instanceof Error ? err.message : String(err),
+        });
+        client.disconnect(ReasonCode.UnspecifiedError, "store commit failed");
+      },
+    );
+  }
+
+  #releaseAcks(client: Client): void {
+    client.waitingFlush = false;
+    if (client.state === "closed") {
+      client.pendingAcks = [];
+      return;
+    }
+    const list = client.pendingAcks as Deferred[];
+    const n = Math.min(client.ackTarget, list.length);
+    for (let i = 0; i < n; i++) {
+      const item = list[i];
+      if (typeof item === "function") item();
+      else client.sendBytes(item, item[0] >> 4);
+    }
+    list.splice(0, n);
+    if (list.length > 0) this.#waitForCommit(client);
+  }
+
+  /** Stores or clears the retained message of a topic (§3.3.1.3). */
+  setRetained(msg: StoredMessage): void {
+    const existed = this.retained.get(msg.topic) !== undefined;
+    if (msg.payload.length === 0) {
+      if (existed) {
+        this.retained.delete(msg.topic);
+        if (!msg.topic.startsWith("$SYS")) this.persist({ op: "retained.delete", topic: msg.topic });
+      }
+      return;
+    }
+    if (!existed && this.retained.size >= this.config.retained.max_messages) {
+      this.metrics.dropped.queue_full++;
+      this.logger.warn("retained.max_messages reached, not retaining", { topic: msg.topic });
+      return;
+    }
+    const stored: StoredMessage = {
+      topic: msg.topic,
+      payload: msg.payload,
+      qos: msg.qos,
+      retain: true,
+      properties: msg.properties,
+      expiresAt: msg.expiresAt,
+      receivedAt: msg.receivedAt,
+    };
+    this.retained.set(stored);
+    if (!msg.topic.startsWith("$SYS")) this.persist({ op: "retained.put", message: stored });
+  }
+
+  /** The store record of a session. */
+  sessionRecord(session: Session): SessionRecord {
+    return {
+      clientId: session.clientId,
+      protocolVersion: session.protocolVersion,
+      expiryInterval: session.expiryInterval,
+      disconnectedAt: session.disconnectedAt,
+      subscriptions: [...session.subscriptions.values()],
+    };
+  }
+
+  /** A connection ended: park or end its session, publish its will, log it. */
+  clientClosed(client: Client, wasConnected: boolean): void {
+    this.connections.delete(client);
+    if (this.clients.get(client.clientId) === client) this.clients.delete(client.clientId);
+    const session = client.session;
+    if (wasConnected) {
+      this.logger.info("client disconnected", {
+        client_id: client.clientId,
+        addr: client.transport.remoteAddr,
+        proto: client.version,
+        reason: client.closeReason,
+      });
+    }
+    if (session === undefined || session.client !== client) return;
+    const now = Date.now();
+    session.client = undefined;
+    session.disconnectedAt = now;
+    if (client.disconnectedCleanly || client.suppressWill) session.will = undefined;
+    else connectionLost(this, session, now);
+    this.#redistributeShared(session);
+    if (!session.persistent) {
+      this.endSession(session, true);
+    } else {
+      this.persist({ op: "session.put", session: this.sessionRecord(session) });
+    }
+  }
+
+  /**
+   * Messages sent or queued to a shared-subscription member that went away go to another member of
+   * the group (§4.8.2).
+   */
+  #redistributeShared(session: Session): void {
+    const moved: Session["queue"] = [];
+    for (const [id, entry] of session.inflight) {
+      if (entry.share && entry.state === "publish") {
+        session.inflight.delete(id);
+        moved.push(entry);
+      }
+    }
+    if (session.queuedCount > 0) {
+      const keep = [];
+      for (const entry of session.drainQueue()) {
+        if (entry.share) moved.push(entry);
+        else keep.push(entry);
+      }
+      for (const entry of keep) session.enqueue(entry);
+    }
+    for (const entry of moved) {
+      if (session.persistent) this.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+      if (!deliverShared(this, entry.share!, entry.msg, session) && session.persistent) {
+        // Nobody else can take it: keep it for this member.
+        entry.state = "queued";
+        session.enqueue(entry);
+        this.persist({ op: "outbound.put", record: session.record(entry) });
+      }
+    }
+  }
+
+  /** Ends a session: drops its subscriptions and messages, publishes a pending delayed will. */
+  endSession(session: Session, connectionEnded: boolean): void {
+    if (session.willDueAt !== undefined) publishWill(this, session);
+    for (const [filter] of session.subscriptions) {
+      this.tree.remove(session, filter, parseSharedFilter(filter) ?? undefined);
+    }
+    // Shared-subscription messages still owed go to the rest of the group.
+    for (const entry of [...session.inflight.values(), ...session.drainQueue()]) {
+      if (entry.share && entry.state !== "pubrel") deliverShared(this, entry.share, entry.msg, session);
+    }
+    session.subscriptions.clear();
+    session.inflight.clear();
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    if (session.persistent || !connectionEnded) this.persist({ op: "session.delete", clientId: session.clientId });
+  }
+
+  /** Publishes a message originating in the broker ($SYS). */
+  publishInternal(topic: string, payload: Uint8Array, retain: boolean): void {
+    const msg = { topic, payload, qos: 0 as const, retain, receivedAt: Date.now() };
+    if (retain) this.setRetained(msg);
+    route(this, msg);
+  }
+
+  /** Current gauge values for metrics and $SYS. */
+  gauges(): {
+    clientsConnected(): number;
+    subscriptions(): number;
+    retainedMessages(): number;
+    inflightMessages(): number;
+    queuedMessages(): number;
+    sessions(): number;
+  } {
+    return {
+      clientsConnected: () => this.clients.size,
+      subscriptions: () => this.tree.size,
+      retainedMessages: () => this.retained.size,
+      inflightMessages: () => {
+        let n = 0;
+        for (const s of this.sessions.values()) n += s.inflight.size;
+        return n;
+      },
+      queuedMessages: () => {
+        let n = 0;
+        for (const s of this.sessions.values()) n += s.queuedCount;
+        return n;
+      },
+      sessions: () => this.sessions.size,
+    };
+  }
+
+  /**
+   * Applies what can change without dropping clients (log level, auth and ACL files) and returns a
+   * description of each change. A broken file rejects the reload and keeps the old state.
+   */
+  async reload(next: Config): Promise<string[]> {
+    const changes: string[] = [];
+    const old = this.config;
+    const passwords = next.auth.password_file ? await PasswordFile.load(next.auth.password_file) : undefined;
+    const acl = next.auth.acl_file ? await Acl.load(next.auth.acl_file) : undefined;
+    if (next.log.level !== old.log.level) {
+      this.logger.level = next.log.level;
+      changes.push(`log.level ${old.log.level} -> ${next.log.level}`);
+    }
+    if (next.auth.password_file || old.auth.password_file) changes.push(`auth.password_file reloaded`);
+    if (next.auth.acl_file || old.auth.acl_file) changes.push(`auth.acl_file reloaded`);
+    if (next.auth.allow_anonymous !== old.auth.allow_anonymous) {
+      changes.push(`auth.allow_anonymous ${old.auth.allow_anonymous} -> ${next.auth.allow_anonymous}`);
+    }
+    this.passwords = passwords;
+    this.acl = acl;
+    // Only keys that are safe to change live are taken; the rest need a restart.
+    this.config = {
+      ...old,
+      log: { ...old.log, level: next.log.level },
+      auth: next.auth,
+    };
+    for (const l of this.listeners) {
+      const reloadable = l as ListenerHandle & { reloadCertificates?: () => Promise<boolean> };
+      if (reloadable.reloadCertificates && await reloadable.reloadCertificates()) {
+        changes.push(`TLS certificates of ${l.info.type} ${l.info.host}:${l.info.port} reloaded`);
+      }
+    }
+    return changes;
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, send MQTT 5 clients DISCONNECT 0x8B, close every connection without
+   * publishing wills, flush and close the store.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.#ready = false;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    await this.#closeListeners();
+    for (const client of [...this.connections]) {
+      client.suppressWill = true; // the client did nothing wrong; §3.1.2.5 wills are for lost connections
+      client.disconnect(ReasonCode.ServerShuttingDown, "server shutting down");
+      if (client.state !== "closed") client.close("server shutting down");
+    }
+    try {
+      await this.store.flush();
+    } finally {
+      await this.store.close();
+      await this.#metricsServer?.close();
+    }
+  }
+
+  async #closeListeners(): Promise<void> {
+    for (const l of this.listeners.splice(0)) {
+      try {
+        await l.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+}
+
+const PINGRESP = new Uint8Array([0xd0, 0x00]);
+
+/** Opens one listener from its spec (TCP, TLS, WebSocket: `src/transport/listeners.ts`). */
+function openListener(broker: Broker, spec: ListenerSpec): Promise<ListenerHandle> {
+  return listen(spec, (t) => broker.accept(t), broker.logger);
 }

@@ -95,3 +95,49 @@ export function connackCodeForVersion(code5: number, version: 3 | 4 | 5): number
       return ConnackReturnCode.ServerUnavailable;
   }
 }
+
+/**
+ * The MQTT 5 reason codes each packet type may carry (§2.4 table, §3.2.2.2, §3.4.2.1 ... §3.15.2.1),
+ * indexed by packet type. Packets without a reason code have an empty list.
+ */
+// deno-fmt-ignore
+export const REASON_CODES_BY_PACKET: readonly (readonly number[])[] = [
+  [], // 0: reserved
+  [], // CONNECT
+  // CONNACK (§3.2.2.2)
+  [0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8c, 0x90, 0x95, 0x97, 0x99, 0x9a,
+    0x9b, 0x9c, 0x9d, 0x9f],
+  [], // PUBLISH
+  [0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99], // PUBACK (§3.4.2.1)
+  [0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99], // PUBREC (§3.5.2.1)
+  [0x00, 0x92], // PUBREL (§3.6.2.1)
+  [0x00, 0x92], // PUBCOMP (§3.7.2.1)
+  [], // SUBSCRIBE
+  [0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8f, 0x91, 0x97, 0x9e, 0xa1, 0xa2], // SUBACK (§3.9.3)
+  [], // UNSUBSCRIBE
+  [0x00, 0x11, 0x80, 0x83, 0x87, 0x8f, 0x91], // UNSUBACK (§3.11.3)
+  [], // PINGREQ
+  [], // PINGRESP
+  // DISCONNECT (§3.14.2.1)
+  [0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8b, 0x8d, 0x8e, 0x8f, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97,
+    0x98, 0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9e, 0x9f, 0xa0, 0xa1, 0xa2],
+  [0x00, 0x18, 0x19], // AUTH (§3.15.2.1)
+];
+
+/** The MQTT 3.1 / 3.1.1 SUBACK return codes (§3.9.3 of 3.1.1): granted QoS 0..2 or 0x80 failure. */
+export const SUBACK_RETURN_CODES_V4: readonly number[] = [0x00, 0x01, 0x02, 0x80];
+
+// Lookup bitmaps (256 bits per packet type) so the decoder checks a code without searching a list.
+const validBits: Uint32Array = (() => {
+  const bits = new Uint32Array(16 * 8);
+  REASON_CODES_BY_PACKET.forEach((codes, type) => {
+    for (const c of codes) bits[type * 8 + (c >>> 5)] |= 1 << (c & 31);
+  });
+  return bits;
+})();
+
+/** True when `code` is an MQTT 5 reason code that packet type `packetType` may carry (§2.4). */
+export function isValidReasonCode(packetType: number, code: number): boolean {
+  if (packetType < 0 || packetType > 15 || code < 0 || code > 255) return false;
+  return (validBits[packetType * 8 + (code >>> 5)] & (1 << (code & 31))) !== 0;
+}

@@ -1,0 +1,159 @@
+/**
+ * One network connection speaking MQTT: reads packets, dispatches them to the protocol handlers, and
+ * writes packets back. Holds what lives only as long as the connection (keep-alive, topic aliases, the
+ * client's limits); what outlives it is in the {@link Session}.
+ *
+ * @module
+ */
+
+import { PacketDecoder } from "../mqtt/decode.ts";
+import { encode } from "../mqtt/encode.ts";
+import { MqttError } from "../mqtt/errors.ts";
+import { ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
+import { type Packet, PacketType, type Properties } from "../mqtt/types.ts";
+import type { Transport } from "../transport/connection.ts";
+import type { Broker } from "./broker.ts";
+import type { Session } from "./session.ts";
+
+/** Lifecycle of a connection. */
+export type ClientState = "connecting" | "connected" | "closed";
+
+/** One connected (or connecting) client. */
+export class Client {
+  state: ClientState = "connecting";
+  readonly decoder: PacketDecoder;
+  version: 3 | 4 | 5 = 4;
+  clientId = "";
+  username?: string;
+  session?: Session;
+  /** Seconds; 0 = no keep-alive. */
+  keepAlive = 0;
+  /** ms since the epoch of the last byte received. */
+  lastRead: number;
+  readonly connectedAt: number;
+  /** The client's Receive Maximum: our outbound in-flight window (§3.1.2.11.3). */
+  sendQuota = 65535;
+  /** The client's Maximum Packet Size (§3.1.2.11.4); we never send more. */
+  maxPacketSize = 268435460;
+  /** Inbound Topic Aliases the client set (§3.3.2.3.4). */
+  aliasesIn?: Map<number, string>;
+  /** Outbound Topic Aliases we assigned, by topic; limited by the client's Topic Alias Maximum. */
+  aliasesOut?: Map<string, number>;
+  aliasOutMax = 0;
+  /** Inbound QoS 1/2 PUBLISHes not yet acknowledged, for our Receive Maximum (§4.9). */
+  inboundUnacked = 0;
+  /** Acks waiting for the store to commit what their PUBLISH caused, in arrival order (§4.6). */
+  pendingAcks: (Uint8Array | (() => void))[] = [];
+  /** How many of `pendingAcks` the running commit wait releases. */
+  ackTarget = 0;
+  waitingFlush = false;
+  /** MQTT 5 Request Problem Information: false means no Reason String on most packets. */
+  problemInfo = true;
+  /** Why the connection ended, for the log line. */
+  closeReason = "";
+  /** When the client sent DISCONNECT normally, its will is not published (§3.14.4). */
+  disconnectedCleanly = false;
+  /** Output above the high-water mark since this time (ms), for slow-consumer detection. */
+  stuckSince = 0;
+  /** Shutdown or takeover: the will is decided by the caller. */
+  suppressWill = false;
+
+  constructor(readonly broker: Broker, readonly transport: Transport) {
+    this.decoder = new PacketDecoder({ maxPacketSize: broker.config.server.max_message_size });
+    this.lastRead = Date.now();
+    this.connectedAt = this.lastRead;
+  }
+
+  /** True once the connection is closed (re-read after every await). */
+  get isClosed(): boolean {
+    return this.state === "closed";
+  }
+
+  /** Reads and handles packets until the connection ends. Never throws. */
+  async run(): Promise<void> {
+    const broker = this.broker;
+    const metrics = broker.metrics;
+    try {
+      for await (const chunk of this.transport.chunks()) {
+        this.lastRead = Date.now();
+        metrics.bytesReceived += chunk.length;
+        this.decoder.push(chunk);
+        let packet: Packet | null;
+        while (this.state !== "closed" && (packet = this.decoder.next()) !== null) {
+          metrics.packetsReceived[packet.type]++;
+          // Only CONNECT handling awaits (authentication); later packets wait for it.
+          if (packet.type === 1) await broker.handlePacket(this, packet);
+          else broker.handlePacket(this, packet);
+        }
+        if (this.state === "closed") break;
+      }
+      if (this.state !== "closed") this.closeReason ||= "connection closed by peer";
+    } catch (err) {
+      if (err instanceof MqttError) {
+        broker.logger.warn("protocol violation, closing connection", {
+          client_id: this.clientId || undefined,
+          addr: this.transport.remoteAddr,
+          reason: reasonName(err.reasonCode),
+          error: err.message,
+        });
+        this.disconnect(err.reasonCode, err.message);
+      } else {
+        broker.logger.error("connection handler failed", {
+          client_id: this.clientId || undefined,
+          addr: this.transport.remoteAddr,
+          error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+        });
+        this.disconnect(ReasonCode.ImplementationSpecificError, "internal error");
+      }
+    } finally {
+      this.close(this.closeReason || "connection closed");
+    }
+  }
+
+  /** Encodes and queues a packet (not for the PUBLISH fast path). */
+  send(packet: Packet): void {
+    if (this.state === "closed") return;
+    const bytes = encode(packet, this.version);
+    this.sendBytes(bytes, packet.type);
+  }
+
+  /** Queues already encoded bytes of one packet of `type`. */
+  sendBytes(bytes: Uint8Array, type: number): void {
+    const metrics = this.broker.metrics;
+    metrics.packetsSent[type]++;
+    metrics.bytesSent += bytes.length;
+    this.transport.write(bytes);
+  }
+
+  /** A Reason String for MQTT 5 packets, unless the client asked for none (§3.1.2.11.7). */
+  reasonString(text: string): Properties | undefined {
+    return this.version === 5 && this.problemInfo ? { reasonString: text } : undefined;
+  }
+
+  /**
+   * Ends the connection because of a protocol problem: MQTT 5 clients get DISCONNECT with the reason code
+   * (after CONNECT; before it, a CONNACK is the only allowed answer, §3.2.2.2), then the socket closes.
+   */
+  disconnect(reasonCode: number, reason: string): void {
+    if (this.state === "closed") return;
+    if (this.version === 5 && reasonCode >= 0x80) {
+      if (this.state === "connected") {
+        this.send({ type: PacketType.DISCONNECT, reasonCode, properties: this.reasonString(reason) });
+      } else if (this.state === "connecting" && this.decoder.protocolVersion === 5) {
+        this.send({ type: PacketType.CONNACK, sessionPresent: false, reasonCode });
+      }
+    }
+    this.closeReason ||= `${reasonName(reasonCode)}: ${reason}`;
+    this.close(this.closeReason);
+  }
+
+  /** Closes the socket and lets the broker end or park the session. Idempotent. */
+  close(reason: string): void {
+    if (this.state === "closed") return;
+    const wasConnected = this.state === "connected";
+    this.state = "closed";
+    this.closeReason ||= reason;
+    this.transport.close();
+    this.broker.clientClosed(this, wasConnected);
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * CONNECT (§3.1) and DISCONNECT (§3.14): authentication, client identifier rules, session takeover,
+ * Clean Start / Session Expiry, the CONNACK with what this server supports, and redelivery of what the
+ * session still owes the client.
+ *
+ * @module
+ */
+
+import { connackCodeForVersion, ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
+import type { ConnectPacket, DisconnectPacket, Properties } from "../mqtt/types.ts";
+import type { Broker } from "./broker.ts";
+import type { Client } from "./client.ts";
+import { pump, resendInflight } from "./routing.ts";
+import { NEVER_EXPIRES, Session } from "./session.ts";
+
+/** Delay before answering bad credentials, so guessing is slow and timing says nothing. */
+const AUTH_FAILURE_DELAY_MS = 250;
+
+function refuse(client: Client, code5: number, why: string): void {
+  const broker = client.broker;
+  client.send({
+    type: 2,
+    sessionPresent: false,
+    reasonCode: connackCodeForVersion(code5, client.version),
+    properties: client.reasonString(why),
+  });
+  broker.logger.info("connection refused", {
+    client_id: client.clientId || undefined,
+    addr: client.transport.remoteAddr,
+    proto: client.version,
+    reason: reasonName(code5),
+    detail: why,
+  });
+  client.closeReason = `refused: ${why}`;
+  client.close(client.closeReason);
+}
+
+/** Decides whether the client may connect: password file, anonymous rule, mutual TLS CN. */
+async function authenticate(broker: Broker, client: Client, p: ConnectPacket): Promise<number> {
+  const auth = broker.config.auth;
+  const cn = client.transport.peerCommonName;
+  if (cn !== undefined) {
+    client.username = cn; // the listener verified the certificate and maps CN to the username
+    return ReasonCode.Success;
+  }
+  if (p.username === undefined) {
+    return auth.allow_anonymous ? ReasonCode.Success : ReasonCode.NotAuthorized;
+  }
+  const passwords = broker.passwords;
+  if (passwords === undefined) {
+    return auth.allow_anonymous ? ReasonCode.Success : ReasonCode.NotAuthorized;
+  }
+  const ok = await passwords.verify(p.username, p.password ?? new Uint8Array());
+  return ok ? ReasonCode.Success : ReasonCode.BadUserNameOrPassword;
+}
+
+/** Handles the CONNECT packet. */
+export async function handleConnect(broker: Broker, client: Client, p: ConnectPacket): Promise<void> {
+  const config = broker.config;
+  const version = p.protocolVersion;
+  client.version = version;
+  client.clientId = p.clientId;
+  const props = p.properties;
+  if (version === 5 && props?.requestProblemInformation === 0) client.problemInfo = false;
+
+  if (broker.clients.size >= config.server.max_clients && !broker.clients.has(p.clientId)) {
+    refuse(client, ReasonCode.ServerUnavailable, `max_clients ${config.server.max_clients} reached`);
+    return;
+  }
+  let assignedId: string | undefined;
+  if (p.clientId.length === 0) {
+    // §3.1.3.1: an empty id is allowed only for a clean session in 3.1.1; MQTT 5 assigns one.
+    if (version === 3 || (version === 4 && !p.clean)) {
+      refuse(client, ReasonCode.ClientIdentifierNotValid, "empty client id needs clean session");
+      return;
+    }
+    assignedId = `auto-${crypto.randomUUID()}`;
+    client.clientId = assignedId;
+  }
+  if (version === 5 && props?.authenticationMethod !== undefined) {
+    // No enhanced authentication method is configured (§4.12).
+    refuse(client, ReasonCode.BadAuthenticationMethod, `authentication method "${props.authenticationMethod}" is not supported`);
+    return;
+  }
+
+  const authResult = await authenticate(broker, client, p);
+  if (client.isClosed) return;
+  if (authResult !== ReasonCode.Success) {
+    broker.metrics.authFailures++;
+    await new Promise((resolve) => setTimeout(resolve, AUTH_FAILURE_DELAY_MS));
+    if (client.isClosed) return;
+    refuse(client, authResult, authResult === ReasonCode.NotAuthorized ? "anonymous clients are not allowed" : "bad user name or password");
+    return;
+  }
+  if (client.username === undefined) client.username = p.username;
+
+  // Keep-alive: enforce our maximum; MQTT 5 clients are told (Server Keep Alive, §3.2.2.3.14).
+  let keepAlive = p.keepAlive;
+  let serverKeepAlive: number | undefined;
+  const maxKeepAlive = config.server.max_keepalive;
+  if (keepAlive > maxKeepAlive || (keepAlive === 0 && maxKeepAlive < 65535)) {
+    keepAlive = maxKeepAlive;
+    if (version === 5) serverKeepAlive = keepAlive;
+  }
+  client.keepAlive = keepAlive;
+
+  let expiry: number;
+  if (version === 5) {
+    client.sendQuota = props?.receiveMaximum ?? 65535;
+    client.maxPacketSize = props?.maximumPacketSize ?? 268435460;
+    client.aliasOutMax = props?.topicAliasMaximum ?? 0;
+    expiry = Math.min(props?.sessionExpiryInterval ?? 0, config.server.max_session_expiry);
+  } else {
+    expiry = p.clean ? 0 : NEVER_EXPIRES;
+  }
+  if (client.sendQuota > config.server.max_inflight) client.sendQuota = config.server.max_inflight;
+
+  // Takeover (§3.1.4-3): the existing connection with this client id is closed.
+  const existing = broker.clients.get(client.clientId);
+  if (existing !== undefined && existing !== client) {
+    broker.logger.info("session taken over", { client_id: client.clientId, old_addr: existing.transport.remoteAddr });
+    existing.disconnect(ReasonCode.SessionTakenOver, "another connection took over the session");
+  }
+
+  let session = broker.sessions.get(client.clientId);
+  if (session !== undefined && p.clean) {
+    broker.endSession(session, false);
+    session = undefined;
+  }
+  const sessionPresent = session !== undefined;
+  if (session === undefined) {
+    session = new Session(client.clientId);
+    broker.sessions.set(client.clientId, session);
+  }
+  // A reconnect before the Will Delay Interval ends cancels the delayed will (§3.1.3.2.2).
+  session.willDueAt = undefined;
+  const wasPersisted = session.persistent;
+  session.expiryInterval = expiry;
+  session.protocolVersion = version;
+  session.username = client.username;
+  session.will = p.will;
+  session.disconnectedAt = undefined;
+  session.dropLogged = false;
+  if (session.persistent) broker.persist({ op: "session.put", session: broker.sessionRecord(session) });
+  else if (wasPersisted) broker.persist({ op: "session.delete", clientId: session.clientId });
+  broker.clients.set(client.clientId, client);
+  client.session = session;
+
+  if (broker.store.durable && broker.pendingWrites) {
+    // CONNACK promises the session exists: commit first.
+    try {
+      await broker.store.flush();
+    } catch (err) {
+      broker.logger.error("store commit failed during CONNECT", { client_id: client.clientId, error: String(err) });
+      client.disconnect(ReasonCode.UnspecifiedError, "store failure");
+      return;
+    }
+  }
+  if (client.isClosed) return;
+
+  const connackProps: Properties | undefined = version === 5
+    ? {
+      receiveMaximum: broker.receiveMaximum,
+      maximumQoS: config.qos.max_qos < 2 ? config.qos.max_qos : undefined,
+      retainAvailable: config.retained.enabled ? undefined : 0,
+      maximumPacketSize: config.server.max_message_size,
+      topicAliasMaximum: config.server.topic_alias_maximum,
+      assignedClientIdentifier: assignedId,
+      serverKeepAlive,
+      sessionExpiryInterval: props?.sessionExpiryInterval !== expiry ? expiry : undefined,
+      wildcardSubscriptionAvailable: 1,
+      subscriptionIdentifierAvailable: 1,
+      sharedSubscriptionAvailable: 1,
+    }
+    : undefined;
+  if (connackProps) {
+    for (const key of Object.keys(connackProps) as (keyof Properties)[]) {
+      if (connackProps[key] === undefined) delete connackProps[key];
+    }
+  }
+  client.state = "connected";
+  session.client = client;
+  client.send({ type: 2, sessionPresent, reasonCode: 0, properties: connackProps });
+  broker.metrics.connectionsTotal++;
+  broker.logger.info("client connected", {
+    client_id: client.clientId,
+    addr: client.transport.remoteAddr,
+    proto: version,
+    clean: p.clean,
+    keepalive: keepAlive,
+    session_present: sessionPresent,
+    username: client.username,
+  });
+  if (sessionPresent) {
+    resendInflight(broker, session, client);
+    pump(broker, session);
+  }
+}
+
+/** Handles DISCONNECT from the client (§3.14). */
+export function handleDisconnect(broker: Broker, client: Client, p: DisconnectPacket): void {
+  const session = client.session!;
+  const newExpiry = p.properties?.sessionExpiryInterval;
+  if (client.version === 5 && newExpiry !== undefined) {
+    if (session.expiryInterval === 0 && newExpiry > 0) {
+      // §3.14.2.2.2: a session that was to end cannot be extended at disconnect.
+      client.disconnect(ReasonCode.ProtocolError, "session expiry interval cannot be set at disconnect when it was 0");
+      return;
+    }
+    session.expiryInterval = Math.min(newExpiry, broker.config.server.max_session_expiry);
+    if (!session.persistent) broker.persist({ op: "session.delete", clientId: session.clientId });
+  }
+  // 0x04 "Disconnect with Will Message" keeps the will; any other normal DISCONNECT discards it.
+  client.disconnectedCleanly = (p.reasonCode ?? 0) !== ReasonCode.DisconnectWithWillMessage;
+  client.closeReason = `client sent DISCONNECT (${reasonName(p.reasonCode ?? 0)})`;
+  client.close(client.closeReason);
+}

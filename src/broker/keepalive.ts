@@ -1,0 +1,55 @@
+/**
+ * Time-driven protocol rules, checked once a second for every connection and session: the CONNECT
+ * timeout, keep-alive (1.5 x the interval, §3.1.2.10), slow consumers, Will Delay Interval and Session
+ * Expiry Interval. One sweep instead of a timer per client keeps per-packet work free of timer resets.
+ *
+ * @module
+ */
+
+import { ReasonCode } from "../mqtt/reason_codes.ts";
+import type { Broker } from "./broker.ts";
+import { NEVER_EXPIRES } from "./session.ts";
+import { publishWill } from "./will.ts";
+
+/** How long output may stay above `server.max_output_buffer` before the client is disconnected. */
+const STUCK_LIMIT_MS = 30_000;
+
+/** Runs every time-based check once. */
+export function sweep(broker: Broker, now: number): void {
+  const server = broker.config.server;
+  const connectTimeoutMs = server.connect_timeout * 1000;
+  for (const client of broker.connections) {
+    if (client.state === "connecting") {
+      if (now - client.connectedAt > connectTimeoutMs) {
+        client.closeReason = `no CONNECT within ${server.connect_timeout} s`;
+        client.close(client.closeReason);
+      }
+      continue;
+    }
+    if (client.state !== "connected") continue;
+    if (client.keepAlive > 0 && now - client.lastRead > client.keepAlive * 1500) {
+      client.disconnect(ReasonCode.KeepAliveTimeout, `no packet for 1.5 x keep-alive ${client.keepAlive} s`);
+      continue;
+    }
+    if (client.transport.pendingBytes > server.max_output_buffer) {
+      if (client.stuckSince === 0) client.stuckSince = now;
+      else if (now - client.stuckSince > STUCK_LIMIT_MS) {
+        broker.metrics.dropped.slow_consumer++;
+        client.disconnect(ReasonCode.QuotaExceeded, "client does not read its socket");
+      }
+    } else {
+      client.stuckSince = 0;
+    }
+  }
+  for (const session of broker.sessions.values()) {
+    if (session.client !== undefined || session.disconnectedAt === undefined) continue;
+    if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);
+    if (
+      session.expiryInterval !== NEVER_EXPIRES &&
+      now - session.disconnectedAt >= session.expiryInterval * 1000
+    ) {
+      broker.logger.info("session expired", { client_id: session.clientId });
+      broker.endSession(session, false);
+    }
+  }
+}

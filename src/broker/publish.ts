@@ -1,0 +1,206 @@
+/**
+ * Inbound PUBLISH (§3.3) and the QoS 1/2 acknowledgement flows in both directions (§4.3):
+ * PUBACK / PUBREC / PUBREL / PUBCOMP.
+ *
+ * An inbound QoS 1/2 message is routed when its PUBLISH arrives; its PUBACK / PUBREC is sent only once the
+ * store has committed everything the message caused (retained update, queued copies), see
+ * `Broker.sendAfterCommit`.
+ *
+ * @module
+ */
+
+import { ReasonCode } from "../mqtt/reason_codes.ts";
+import { isValidTopicName } from "../mqtt/topic.ts";
+import type { AckPacket, PublishPacket } from "../mqtt/types.ts";
+import type { Broker } from "./broker.ts";
+import type { Client } from "./client.ts";
+import { forwardableProperties, type Message } from "./message.ts";
+import { pump, route } from "./routing.ts";
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Payload Format Indicator 1 promises UTF-8 (§3.3.2.3.2); checked only when the client sets it. */
+function isValidUtf8(payload: Uint8Array): boolean {
+  try {
+    strictUtf8.decode(payload);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Encodes a 4-byte ack (PUBACK/PUBREC/PUBREL/PUBCOMP) with no reason code. */
+function shortAck(type: number, packetId: number): Uint8Array {
+  const b = new Uint8Array(4);
+  b[0] = (type << 4) | (type === 6 ? 0x02 : 0);
+  b[1] = 2;
+  b[2] = packetId >> 8;
+  b[3] = packetId & 0xff;
+  return b;
+}
+
+/** Sends an ack, with an MQTT 5 reason code when it is not success; after commit when needed. */
+function ack(broker: Broker, client: Client, type: 4 | 5 | 6 | 7, packetId: number, reasonCode: number): void {
+  const bytes = client.version === 5 && reasonCode !== 0
+    ? broker.encodeFor(client, { type, packetId, reasonCode } as AckPacket)
+    : shortAck(type, packetId);
+  broker.sendAfterCommit(client, bytes, type);
+}
+
+/** Handles a PUBLISH from a client. */
+export function handlePublish(broker: Broker, client: Client, p: PublishPacket): void {
+  const config = broker.config;
+  const session = client.session!;
+  broker.metrics.publishReceived++;
+  let topic = p.topic;
+  const props = p.properties;
+  if (client.version === 5 && props !== undefined && props.topicAlias !== undefined) {
+    const alias = props.topicAlias;
+    if (alias === 0 || alias > config.server.topic_alias_maximum) {
+      client.disconnect(ReasonCode.TopicAliasInvalid, `topic alias ${alias} is outside 1..${config.server.topic_alias_maximum}`);
+      return;
+    }
+    if (topic.length === 0) {
+      const known = client.aliasesIn?.get(alias);
+      if (known === undefined) {
+        client.disconnect(ReasonCode.ProtocolError, `topic alias ${alias} was never set`);
+        return;
+      }
+      topic = known;
+    } else {
+      (client.aliasesIn ??= new Map()).set(alias, topic);
+    }
+  }
+  if (!isValidTopicName(topic)) {
+    client.disconnect(ReasonCode.TopicNameInvalid, `invalid topic name "${topic}"`);
+    return;
+  }
+  const qos = p.qos;
+  if (qos > config.qos.max_qos && client.version === 5) {
+    // We advertised Maximum QoS in CONNACK (§3.2.2.3.4).
+    client.disconnect(ReasonCode.QoSNotSupported, `QoS ${qos} exceeds the maximum QoS ${config.qos.max_qos}`);
+    return;
+  }
+  if (p.retain && !config.retained.enabled && client.version === 5) {
+    client.disconnect(ReasonCode.RetainNotSupported, "retained messages are disabled");
+    return;
+  }
+  if (qos === 2 && session.incoming.has(p.packetId!)) {
+    // A retransmission of a QoS 2 message we already routed (§4.3.3): acknowledge, do not deliver again.
+    ack(broker, client, 5, p.packetId!, 0);
+    return;
+  }
+  if (qos > 0 && ++client.inboundUnacked > broker.receiveMaximum) {
+    client.disconnect(ReasonCode.ReceiveMaximumExceeded, `more than ${broker.receiveMaximum} unacknowledged publishes`);
+    return;
+  }
+
+  let reasonCode: number = ReasonCode.Success;
+  if (topic.charCodeAt(0) === 36 && topic.startsWith("$SYS")) {
+    reasonCode = ReasonCode.NotAuthorized; // $SYS is written by the broker only
+  } else if (broker.acl !== undefined && !broker.acl.canPublish(client.username, client.clientId, topic)) {
+    reasonCode = ReasonCode.NotAuthorized;
+  } else if (client.version === 5 && props?.payloadFormatIndicator === 1 && !isValidUtf8(p.payload)) {
+    if (qos === 0) {
+      client.disconnect(ReasonCode.PayloadFormatInvalid, "payload is not valid UTF-8 but Payload Format Indicator is 1");
+      return;
+    }
+    reasonCode = ReasonCode.PayloadFormatInvalid;
+  }
+
+  if (reasonCode === ReasonCode.Success) {
+    const now = Date.now();
+    const expiry = props?.messageExpiryInterval;
+    const retain = p.retain && config.retained.enabled;
+    const msg: Message = {
+      topic,
+      payload: p.payload,
+      qos,
+      retain,
+      properties: client.version === 5 ? forwardableProperties(props) : undefined,
+      expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
+      receivedAt: now,
+      origin: client.clientId,
+    };
+    if (retain) broker.setRetained(msg);
+    const matched = route(broker, msg);
+    if (!matched) {
+      broker.metrics.dropped.no_subscribers++;
+      if (client.version === 5 && qos > 0) reasonCode = ReasonCode.NoMatchingSubscribers;
+    }
+  } else {
+    broker.metrics.dropped.not_authorized++;
+    if (broker.logger.isEnabled("debug")) {
+      broker.logger.debug("publish refused", { client_id: client.clientId, topic, reason: reasonCode });
+    }
+  }
+
+  if (qos === 1) {
+    client.inboundUnacked--;
+    ack(broker, client, 4, p.packetId!, reasonCode);
+  } else if (qos === 2) {
+    if (reasonCode < 0x80) {
+      session.incoming.add(p.packetId!);
+      if (session.persistent) {
+        broker.persist({ op: "incoming.put", clientId: session.clientId, packetId: p.packetId! });
+      }
+    } else {
+      client.inboundUnacked--; // an error PUBREC ends the exchange (§4.9)
+    }
+    ack(broker, client, 5, p.packetId!, reasonCode);
+  }
+}
+
+/** PUBREL from the client: the inbound QoS 2 exchange completes (§4.3.3). */
+export function handlePubrel(broker: Broker, client: Client, p: AckPacket): void {
+  const session = client.session!;
+  if (session.incoming.delete(p.packetId)) {
+    client.inboundUnacked = Math.max(0, client.inboundUnacked - 1);
+    if (session.persistent) broker.persist({ op: "incoming.delete", clientId: session.clientId, packetId: p.packetId });
+    ack(broker, client, 7, p.packetId, 0);
+  } else {
+    ack(broker, client, 7, p.packetId, ReasonCode.PacketIdentifierNotFound);
+  }
+}
+
+/** PUBACK from the client: an outbound QoS 1 message is delivered. */
+export function handlePuback(broker: Broker, client: Client, p: AckPacket): void {
+  const session = client.session!;
+  const entry = session.inflight.get(p.packetId);
+  if (entry === undefined || entry.qos !== 1) return; // unknown id: nothing to release (§4.3.2)
+  session.inflight.delete(p.packetId);
+  if (session.persistent) broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+  if (session.queueHead < session.queue.length) pump(broker, session);
+}
+
+/** PUBREC from the client: answer PUBREL, keep the packet id until PUBCOMP. */
+export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void {
+  const session = client.session!;
+  const entry = session.inflight.get(p.packetId);
+  if (entry === undefined || entry.qos !== 2) {
+    ack(broker, client, 6, p.packetId, ReasonCode.PacketIdentifierNotFound);
+    return;
+  }
+  if ((p.reasonCode ?? 0) >= 0x80) {
+    // The receiver refused the message: the exchange ends here (§4.3.3).
+    session.inflight.delete(p.packetId);
+    if (session.persistent) broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+    pump(broker, session);
+    return;
+  }
+  if (entry.state === "publish") {
+    entry.state = "pubrel";
+    if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
+  }
+  client.sendBytes(shortAck(6, p.packetId), 6);
+}
+
+/** PUBCOMP from the client: the outbound QoS 2 exchange is complete. */
+export function handlePubcomp(broker: Broker, client: Client, p: AckPacket): void {
+  const session = client.session!;
+  const entry = session.inflight.get(p.packetId);
+  if (entry === undefined || entry.state !== "pubrel") return;
+  session.inflight.delete(p.packetId);
+  if (session.persistent) broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+  if (session.queueHead < session.queue.length) pump(broker, session);
+}

@@ -1,0 +1,110 @@
+/**
+ * Start-up: rebuilds sessions (with subscriptions, queued and in-flight messages, inbound QoS 2 ids) and
+ * retained messages from the store, dropping what expired while the broker was down.
+ *
+ * @module
+ */
+
+import { parseSharedFilter } from "../mqtt/topic.ts";
+import type { Broker } from "./broker.ts";
+import type { Message } from "./message.ts";
+import { NEVER_EXPIRES, type OutEntry, Session } from "./session.ts";
+
+/** Loads everything from the store into the broker and logs what it restored. */
+export async function restore(broker: Broker): Promise<void> {
+  const started = performance.now();
+  const state = await broker.store.load();
+  const now = Date.now();
+  const discardSessions = broker.config.server.clean_session_default;
+  let retained = 0;
+  let expired = 0;
+  for (const msg of state.retained) {
+    if (msg.expiresAt !== undefined && msg.expiresAt <= now) {
+      broker.persist({ op: "retained.delete", topic: msg.topic });
+      expired++;
+      continue;
+    }
+    broker.retained.set(msg);
+    retained++;
+  }
+  let sessions = 0;
+  let endedSessions = 0;
+  for (const record of state.sessions) {
+    const ended = record.expiryInterval !== NEVER_EXPIRES &&
+      now - (record.disconnectedAt ?? now) >= record.expiryInterval * 1000;
+    if (discardSessions || ended || record.expiryInterval === 0) {
+      broker.persist({ op: "session.delete", clientId: record.clientId });
+      endedSessions++;
+      continue;
+    }
+    const session = new Session(record.clientId);
+    session.expiryInterval = record.expiryInterval;
+    session.protocolVersion = record.protocolVersion;
+    // Time offline counts from the last disconnect, or from now if the broker stopped while connected.
+    session.disconnectedAt = record.disconnectedAt ?? now;
+    for (const sub of record.subscriptions) {
+      session.subscriptions.set(sub.filter, sub);
+      broker.tree.add(session, sub, parseSharedFilter(sub.filter) ?? undefined);
+    }
+    broker.sessions.set(record.clientId, session);
+    sessions++;
+  }
+  let messages = 0;
+  for (const record of state.outbound) {
+    const session = broker.sessions.get(record.clientId);
+    if (session === undefined) {
+      broker.persist({ op: "outbound.delete", clientId: record.clientId, seq: record.seq });
+      continue;
+    }
+    const stored = record.message;
+    if (record.state !== "pubrel" && stored === undefined) continue;
+    if (record.state === "queued" && stored?.expiresAt !== undefined && stored.expiresAt <= now) {
+      broker.persist({ op: "outbound.delete", clientId: record.clientId, seq: record.seq });
+      expired++;
+      continue;
+    }
+    const props = stored?.properties;
+    let subscriptionIds: number[] | undefined;
+    let msgProps = props;
+    if (props?.subscriptionIdentifiers) {
+      subscriptionIds = props.subscriptionIdentifiers;
+      msgProps = { ...props };
+      delete msgProps.subscriptionIdentifiers;
+    }
+    const msg: Message = stored
+      ? { ...stored, properties: msgProps }
+      : { topic: "", payload: new Uint8Array(0), qos: 2, retain: false, receivedAt: now };
+    const entry: OutEntry = {
+      seq: record.seq,
+      msg,
+      qos: stored ? stored.qos : 2,
+      retain: stored ? stored.retain : false,
+      subscriptionIds,
+      state: record.state,
+      packetId: record.packetId ?? 0,
+    };
+    if (record.seq >= session.seq) session.seq = record.seq + 1;
+    if (record.state === "queued" || record.packetId === undefined || session.inflight.has(record.packetId)) {
+      entry.state = record.state === "pubrel" ? "pubrel" : "queued";
+      if (entry.state === "queued") session.enqueue(entry);
+    } else {
+      session.inflight.set(record.packetId, entry);
+    }
+    messages++;
+  }
+  for (const { clientId, packetId } of state.incoming) {
+    const session = broker.sessions.get(clientId);
+    if (session) session.incoming.add(packetId);
+    else broker.persist({ op: "incoming.delete", clientId, packetId });
+  }
+  if (broker.pendingWrites) await broker.store.flush();
+  broker.logger.info("store restored", {
+    backend: broker.config.storage.backend,
+    sessions,
+    retained,
+    messages,
+    dropped_sessions: endedSessions,
+    expired,
+    ms: Math.round(performance.now() - started),
+  });
+}

@@ -1,0 +1,276 @@
+/**
+ * Routing and outbound delivery: from one Application Message to the sessions whose subscriptions match,
+ * one copy per session at the highest matching QoS (§3.3.4), one member per shared group (§4.8.2), and
+ * the outbound QoS 1/2 window per session (Receive Maximum, §4.9).
+ *
+ * This is the hot path: no await, no closure per message, one encoding per distinct packet shape.
+ *
+ * @module
+ */
+
+import type { QoS } from "../mqtt/types.ts";
+import type { SubscriptionRecord } from "../store/store.ts";
+import type { Broker } from "./broker.ts";
+import type { Client } from "./client.ts";
+import { encodeShared, encodeWithExtras, type Message, packetIdOffset } from "./message.ts";
+import type { OutEntry, Session } from "./session.ts";
+import type { SharedGroup } from "./topic_tree.ts";
+
+/** Per-route scratch: sessions seen in this route call, to merge overlapping subscriptions. */
+let routeGeneration = 0;
+const marks = new WeakMap<Session, number>();
+const merged: { session: Session; qos: QoS; retain: boolean; ids?: number[] }[] = [];
+
+function grantedQoS(msg: Message, sub: SubscriptionRecord): QoS {
+  return (msg.qos < sub.qos ? msg.qos : sub.qos) as QoS;
+}
+
+/**
+ * Delivers a message to every matching subscription. Returns true when at least one session matched
+ * (MQTT 5 answers 0x10 No matching subscribers otherwise).
+ */
+export function route(broker: Broker, msg: Message): boolean {
+  const match = broker.tree.match(msg.topic);
+  const subscribers = match.subscribers;
+  const n = subscribers.length;
+  const acl = broker.acl;
+  let delivered = false;
+  if (n === 1) {
+    // The common case: one subscription, nothing to merge.
+    const session = subscribers[0];
+    const sub = match.subs[0];
+    if (
+      !(sub.noLocal && msg.origin === session.clientId) &&
+      (acl === undefined || acl.canRead(session.username, session.clientId, msg.topic))
+    ) {
+      deliver(
+        broker,
+        session,
+        msg,
+        grantedQoS(msg, sub),
+        sub.retainAsPublished ? msg.retain : false,
+        sub.subscriptionId === undefined ? undefined : [sub.subscriptionId],
+      );
+      delivered = true;
+    }
+  } else if (n > 1) {
+    const gen = ++routeGeneration;
+    for (let i = 0; i < n; i++) {
+      const session = subscribers[i];
+      const sub = match.subs[i];
+      if (sub.noLocal && msg.origin === session.clientId) continue;
+      const qos = grantedQoS(msg, sub);
+      const retain = sub.retainAsPublished ? msg.retain : false;
+      if (marks.get(session) === gen) {
+        // Overlapping subscriptions of one session: one copy, highest QoS, every identifier (§3.3.4).
+        const m = merged.find((e) => e.session === session)!;
+        if (qos > m.qos) m.qos = qos;
+        if (retain) m.retain = true;
+        if (sub.subscriptionId !== undefined) (m.ids ??= []).push(sub.subscriptionId);
+        continue;
+      }
+      if (acl !== undefined && !acl.canRead(session.username, session.clientId, msg.topic)) continue;
+      marks.set(session, gen);
+      merged.push({
+        session,
+        qos,
+        retain,
+        ids: sub.subscriptionId === undefined ? undefined : [sub.subscriptionId],
+      });
+    }
+    for (const m of merged) deliver(broker, m.session, msg, m.qos, m.retain, m.ids);
+    delivered = merged.length > 0;
+    merged.length = 0;
+  }
+  for (const group of match.shared) {
+    if (deliverShared(broker, group, msg)) delivered = true;
+  }
+  return delivered;
+}
+
+/**
+ * One member of a shared group gets the message: round robin over the members, preferring connected
+ * clients with room in their window, then connected ones, then offline persistent sessions.
+ */
+export function deliverShared(broker: Broker, group: SharedGroup<Session>, msg: Message, exclude?: Session): boolean {
+  const members = group.members;
+  const count = members.length;
+  if (count === 0) return false;
+  let fallback = -1;
+  let offline = -1;
+  for (let k = 0; k < count; k++) {
+    const i = (group.next + k) % count;
+    const { subscriber: session } = members[i];
+    if (session === exclude) continue;
+    if (broker.acl !== undefined && !broker.acl.canRead(session.username, session.clientId, msg.topic)) continue;
+    const client = session.client;
+    if (client) {
+      if (session.inflight.size < client.sendQuota && session.queuedCount === 0) {
+        fallback = i;
+        break;
+      }
+      if (fallback < 0) fallback = i;
+    } else if (offline < 0 && session.persistent) {
+      offline = i;
+    }
+  }
+  const chosen = fallback >= 0 ? fallback : offline;
+  if (chosen < 0) return false;
+  group.next = (chosen + 1) % count;
+  const { subscriber, sub } = members[chosen];
+  deliver(
+    broker,
+    subscriber,
+    msg,
+    grantedQoS(msg, sub),
+    false,
+    sub.subscriptionId === undefined ? undefined : [sub.subscriptionId],
+    group,
+  );
+  return true;
+}
+
+/** Delivers one message to one session: sent now, queued, or dropped (counted). */
+export function deliver(
+  broker: Broker,
+  session: Session,
+  msg: Message,
+  qos: QoS,
+  retain: boolean,
+  subscriptionIds?: number[],
+  share?: SharedGroup<Session>,
+): void {
+  const client = session.client;
+  if (qos === 0) {
+    if (client !== undefined) sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
+    return;
+  }
+  const entry: OutEntry = {
+    seq: session.seq++,
+    msg,
+    qos,
+    retain,
+    subscriptionIds,
+    state: "queued",
+    packetId: 0,
+    share,
+  };
+  if (client !== undefined && session.queuedCount === 0 && session.inflight.size < client.sendQuota) {
+    startSending(broker, session, client, entry, false);
+    return;
+  }
+  if (client === undefined && !session.persistent) return;
+  const limits = broker.config.server;
+  if (
+    session.queuedCount >= limits.max_queued_messages ||
+    session.queuedBytes + msg.payload.length > limits.max_queued_bytes
+  ) {
+    broker.metrics.dropped.queue_full++;
+    if (!session.dropLogged) {
+      session.dropLogged = true;
+      broker.logger.warn("session queue full, dropping new messages for it", {
+        client_id: session.clientId,
+        queued: session.queuedCount,
+        queued_bytes: session.queuedBytes,
+      });
+    }
+    return;
+  }
+  session.enqueue(entry);
+  if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
+}
+
+/** Moves an entry into the in-flight window and sends it. */
+function startSending(broker: Broker, session: Session, client: Client, entry: OutEntry, fromQueue: boolean): void {
+  entry.packetId = session.allocatePacketId();
+  entry.state = "publish";
+  if (!sendPublish(broker, client, entry.msg, entry.qos, entry.retain, entry.subscriptionIds, entry.packetId, false)) {
+    // Too large for this client: treated as delivered (§3.1.2.11.4).
+    if (fromQueue && session.persistent) {
+      broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+    }
+    return;
+  }
+  session.inflight.set(entry.packetId, entry);
+  if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
+}
+
+/** Sends queued messages while the client's window has room (after an ack or a reconnect). */
+export function pump(broker: Broker, session: Session): void {
+  const client = session.client;
+  if (client === undefined) return;
+  const now = Date.now();
+  while (session.inflight.size < client.sendQuota) {
+    const entry = session.dequeue();
+    if (entry === undefined) break;
+    if (entry.msg.expiresAt !== undefined && entry.msg.expiresAt <= now) {
+      // §3.3.2.3.3: an expired message is not delivered.
+      broker.metrics.dropped.expired++;
+      if (session.persistent) broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+      continue;
+    }
+    startSending(broker, session, client, entry, true);
+  }
+}
+
+/** Resends everything in flight after a reconnect (§4.4): PUBLISH with DUP, PUBREL as is. */
+export function resendInflight(broker: Broker, session: Session, client: Client): void {
+  const entries = [...session.inflight.values()].sort((a, b) => a.seq - b.seq);
+  for (const entry of entries) {
+    if (entry.state === "pubrel") {
+      client.send({ type: 6, packetId: entry.packetId });
+    } else {
+      sendPublish(broker, client, entry.msg, entry.qos, entry.retain, entry.subscriptionIds, entry.packetId, true);
+    }
+  }
+}
+
+/**
+ * Encodes (or reuses the shared encoding) and queues one PUBLISH. Returns false when the packet exceeds
+ * the client's Maximum Packet Size and was dropped, or when a QoS 0 message was dropped for a slow consumer.
+ */
+export function sendPublish(
+  broker: Broker,
+  client: Client,
+  msg: Message,
+  qos: QoS,
+  retain: boolean,
+  subscriptionIds: number[] | undefined,
+  packetId: number,
+  dup: boolean,
+): boolean {
+  const metrics = broker.metrics;
+  const transport = client.transport;
+  if (qos === 0 && transport.pendingBytes > broker.config.server.max_output_buffer) {
+    metrics.dropped.slow_consumer++;
+    return false;
+  }
+  const now = Date.now();
+  let bytes: Uint8Array;
+  if (client.version === 5 && (subscriptionIds !== undefined || client.aliasOutMax > 0)) {
+    let topicAlias: number | undefined;
+    let aliasKnown = false;
+    if (client.aliasOutMax > 0) {
+      const aliases = client.aliasesOut ??= new Map();
+      topicAlias = aliases.get(msg.topic);
+      if (topicAlias !== undefined) aliasKnown = true;
+      else if (aliases.size < client.aliasOutMax) {
+        topicAlias = aliases.size + 1;
+        aliases.set(msg.topic, topicAlias);
+      }
+    }
+    bytes = encodeWithExtras(msg, qos, retain, now, { subscriptionIds, topicAlias, aliasKnown });
+  } else {
+    bytes = encodeShared(msg, client.version, qos, retain, now);
+  }
+  if (bytes.length > client.maxPacketSize) {
+    metrics.dropped.too_large++;
+    return false;
+  }
+  if (qos === 0) transport.write(bytes);
+  else transport.writeWithPacketId(bytes, packetIdOffset(bytes), packetId, dup);
+  metrics.publishSent++;
+  metrics.packetsSent[3]++;
+  metrics.bytesSent += bytes.length;
+  return true;
+}

@@ -1,0 +1,139 @@
+/**
+ * Session state (§4.1): subscriptions, outbound QoS 1/2 messages (queued and in flight), inbound QoS 2
+ * packet ids awaiting PUBREL, the Will Message and the expiry. A Session outlives its connection when
+ * Clean Session is 0 (3.1.1) or the Session Expiry Interval is above 0 (5.0).
+ *
+ * Outbound flow (§4.3, §4.9): a QoS 1/2 message is sent at once when the client is connected and fewer
+ * than its Receive Maximum messages are unacknowledged; otherwise it waits in the queue, in order.
+ *
+ * @module
+ */
+
+import type { QoS, Will } from "../mqtt/types.ts";
+import type { OutboundRecord, SubscriptionRecord } from "../store/store.ts";
+import type { Client } from "./client.ts";
+import type { Message } from "./message.ts";
+import type { SharedGroup } from "./topic_tree.ts";
+
+/** An outbound message of this session. */
+export interface OutEntry {
+  seq: number;
+  msg: Message;
+  qos: QoS;
+  retain: boolean;
+  subscriptionIds?: number[];
+  state: "queued" | "publish" | "pubrel";
+  packetId: number;
+  /** Set when the message came through a shared subscription: redelivered to another member on loss. */
+  share?: SharedGroup<Session>;
+}
+
+/** Session Expiry Interval meaning "never expires" (§3.1.2.11.2). */
+export const NEVER_EXPIRES = 0xffffffff;
+
+/** One client's session. */
+export class Session {
+  /** The connected client, if any. */
+  client?: Client;
+  /** Subscriptions by the filter string the client sent (including `$share/...`). */
+  readonly subscriptions = new Map<string, SubscriptionRecord>();
+  /** Outbound messages sent and awaiting acknowledgement, by packet id. */
+  readonly inflight = new Map<number, OutEntry>();
+  /** Outbound messages waiting for the in-flight window or for the client to come back, in order. */
+  queue: OutEntry[] = [];
+  queueHead = 0;
+  queuedBytes = 0;
+  /** Inbound QoS 2 packet ids whose PUBREC was sent, awaiting PUBREL (§4.3.3). */
+  readonly incoming = new Set<number>();
+  /** Next outbound sequence number (orders records in the store). */
+  seq = 0;
+  #nextPacketId = 1;
+  /** Seconds after disconnect the session survives; 0 = ends with the connection. */
+  expiryInterval = 0;
+  /** ms since the epoch of the last disconnect, while offline. */
+  disconnectedAt?: number;
+  protocolVersion: 3 | 4 | 5 = 4;
+  /** The will of the current or last connection, until sent or cancelled. */
+  will?: Will;
+  /** When the delayed will is due (ms since the epoch), MQTT 5 Will Delay Interval. */
+  willDueAt?: number;
+  /** User name of the last connection, for ACL checks on deliveries and the will. */
+  username?: string;
+  /** Logged "queue full" for this session already (log once, count always). */
+  dropLogged = false;
+
+  constructor(readonly clientId: string) {}
+
+  /** True when the session survives the connection and so is persisted. */
+  get persistent(): boolean {
+    return this.expiryInterval > 0;
+  }
+
+  /** Number of queued (not yet sent) messages. */
+  get queuedCount(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  /** Appends an entry to the queue. */
+  enqueue(entry: OutEntry): void {
+    this.queue.push(entry);
+    this.queuedBytes += entry.msg.payload.length;
+  }
+
+  /** Removes and returns the oldest queued entry. */
+  dequeue(): OutEntry | undefined {
+    if (this.queueHead >= this.queue.length) return undefined;
+    const entry = this.queue[this.queueHead];
+    this.queue[this.queueHead++] = undefined as unknown as OutEntry;
+    this.queuedBytes -= entry.msg.payload.length;
+    // Compact now and then so the array does not grow forever.
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    } else if (this.queueHead === this.queue.length) {
+      this.queue.length = 0;
+      this.queueHead = 0;
+    }
+    return entry;
+  }
+
+  /** Takes every queued entry out (for shared-subscription redelivery or session end). */
+  drainQueue(): OutEntry[] {
+    const all = this.queue.slice(this.queueHead);
+    this.queue = [];
+    this.queueHead = 0;
+    this.queuedBytes = 0;
+    return all;
+  }
+
+  /** A free packet id for an outbound QoS 1/2 PUBLISH (§2.2.1): never one still in flight. */
+  allocatePacketId(): number {
+    for (let tries = 0; tries < 65535; tries++) {
+      const id = this.#nextPacketId;
+      this.#nextPacketId = id === 65535 ? 1 : id + 1;
+      if (!this.inflight.has(id)) return id;
+    }
+    return 0; // cannot happen: the window is far below 65535
+  }
+
+  /** The store record for an outbound entry. */
+  record(entry: OutEntry): OutboundRecord {
+    return {
+      clientId: this.clientId,
+      seq: entry.seq,
+      state: entry.state,
+      packetId: entry.state === "queued" ? undefined : entry.packetId,
+      message: entry.state === "pubrel" ? undefined : {
+        topic: entry.msg.topic,
+        payload: entry.msg.payload,
+        qos: entry.qos,
+        retain: entry.retain,
+        properties: entry.subscriptionIds?.length
+          ? { ...entry.msg.properties, subscriptionIdentifiers: entry.subscriptionIds }
+          : entry.msg.properties,
+        expiresAt: entry.msg.expiresAt,
+        receivedAt: entry.msg.receivedAt,
+      },
+    };
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * SUBSCRIBE (§3.8) and UNSUBSCRIBE (§3.10): per-filter validation and authorization, granted QoS capped by
+ * `qos.max_qos`, Subscription Options (No Local, Retain As Published, Retain Handling), Subscription
+ * Identifiers, shared subscriptions, and retained messages sent after the SUBACK.
+ *
+ * @module
+ */
+
+import { ReasonCode } from "../mqtt/reason_codes.ts";
+import { isValidTopicFilter, parseSharedFilter } from "../mqtt/topic.ts";
+import type { QoS, SubscribePacket, UnsubscribePacket } from "../mqtt/types.ts";
+import type { StoredMessage, SubscriptionRecord } from "../store/store.ts";
+import type { Broker } from "./broker.ts";
+import type { Client } from "./client.ts";
+import { deliver } from "./routing.ts";
+
+/** Handles SUBSCRIBE. */
+export function handleSubscribe(broker: Broker, client: Client, p: SubscribePacket): void {
+  const session = client.session!;
+  const v5 = client.version === 5;
+  const subscriptionId = v5 ? p.properties?.subscriptionIdentifiers?.[0] : undefined;
+  const codes: number[] = [];
+  const retainedToSend: { sub: SubscriptionRecord; filter: string }[] = [];
+  const maxQos = broker.config.qos.max_qos;
+  for (const req of p.subscriptions) {
+    const filter = req.topicFilter;
+    if (!isValidTopicFilter(filter)) {
+      codes.push(v5 ? ReasonCode.TopicFilterInvalid : ReasonCode.UnspecifiedError);
+      continue;
+    }
+    const share = parseSharedFilter(filter) ?? undefined;
+    if (share && req.noLocal) {
+      // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
+      client.disconnect(ReasonCode.ProtocolError, `no local set on shared subscription "${filter}"`);
+      return;
+    }
+    const plain = share ? share.filter : filter;
+    if (broker.acl !== undefined && !broker.acl.canSubscribe(client.username, client.clientId, plain)) {
+      codes.push(v5 ? ReasonCode.NotAuthorized : ReasonCode.UnspecifiedError);
+      continue;
+    }
+    const qos = (req.qos < maxQos ? req.qos : maxQos) as QoS;
+    const sub: SubscriptionRecord = {
+      filter,
+      qos,
+      noLocal: req.noLocal,
+      retainAsPublished: req.retainAsPublished,
+      retainHandling: req.retainHandling,
+      subscriptionId,
+    };
+    const existed = broker.tree.add(session, sub, share);
+    session.subscriptions.set(filter, sub);
+    codes.push(qos);
+    // Retained messages: never to shared subscriptions (§4.8.2); Retain Handling 1 = only when new (§3.8.3.1).
+    if (
+      broker.config.retained.enabled && !share &&
+      (req.retainHandling === 0 || (req.retainHandling === 1 && !existed))
+    ) {
+      retainedToSend.push({ sub, filter });
+    }
+  }
+  if (session.persistent) broker.persist({ op: "session.put", session: broker.sessionRecord(session) });
+  const suback = broker.encodeFor(client, { type: 9, packetId: p.packetId, reasonCodes: codes });
+  broker.sendAfterCommit(client, suback, 9);
+  if (retainedToSend.length > 0) {
+    broker.runAfterCommit(client, () => sendRetained(broker, client, retainedToSend));
+  }
+}
+
+function sendRetained(broker: Broker, client: Client, list: { sub: SubscriptionRecord; filter: string }[]): void {
+  const session = client.session;
+  if (session === undefined || session.client !== client) return;
+  const now = Date.now();
+  const acl = broker.acl;
+  for (const { sub, filter } of list) {
+    broker.retained.forEachMatch(filter, (msg: StoredMessage) => {
+      if (msg.expiresAt !== undefined && msg.expiresAt <= now) return;
+      if (acl !== undefined && !acl.canRead(client.username, client.clientId, msg.topic)) return;
+      const qos = (msg.qos < sub.qos ? msg.qos : sub.qos) as QoS;
+      // Retained messages sent because of a new subscription carry RETAIN 1 (§3.3.1.3).
+      deliver(broker, session, msg, qos, true, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
+    });
+  }
+}
+
+/** Handles UNSUBSCRIBE. */
+export function handleUnsubscribe(broker: Broker, client: Client, p: UnsubscribePacket): void {
+  const session = client.session!;
+  const codes: number[] = [];
+  for (const filter of p.topicFilters) {
+    const share = parseSharedFilter(filter) ?? undefined;
+    const removed = session.subscriptions.delete(filter);
+    if (removed) broker.tree.remove(session, filter, share);
+    codes.push(removed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted);
+  }
+  if (session.persistent) broker.persist({ op: "session.put", session: broker.sessionRecord(session) });
+  const unsuback = broker.encodeFor(client, { type: 11, packetId: p.packetId, reasonCodes: codes });
+  broker.sendAfterCommit(client, unsuback, 11);
+}

@@ -1,0 +1,55 @@
+/**
+ * Will Messages (§3.1.2.5, §3.1.3.2): published when a connection ends without a normal DISCONNECT
+ * (network error, keep-alive timeout, protocol error, takeover), after the MQTT 5 Will Delay Interval when
+ * the session outlives the connection, and at the latest when the session ends.
+ *
+ * @module
+ */
+
+import type { Broker } from "./broker.ts";
+import { forwardableProperties, type Message } from "./message.ts";
+import { route } from "./routing.ts";
+import type { Session } from "./session.ts";
+
+/** Publishes the session's will now (if any) and forgets it. */
+export function publishWill(broker: Broker, session: Session): void {
+  const will = session.will;
+  session.will = undefined;
+  session.willDueAt = undefined;
+  if (will === undefined) return;
+  if (broker.acl !== undefined && !broker.acl.canPublish(session.username, session.clientId, will.topic)) {
+    broker.metrics.dropped.not_authorized++;
+    return;
+  }
+  const now = Date.now();
+  const expiry = will.properties?.messageExpiryInterval;
+  const retain = will.retain && broker.config.retained.enabled;
+  const msg: Message = {
+    topic: will.topic,
+    payload: will.payload,
+    qos: will.qos,
+    retain,
+    properties: forwardableProperties(will.properties),
+    expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
+    receivedAt: now,
+    origin: session.clientId,
+  };
+  broker.logger.debug("publishing will", { client_id: session.clientId, topic: will.topic });
+  if (retain) broker.setRetained(msg);
+  route(broker, msg);
+}
+
+/**
+ * Called when the connection of a session ended abnormally: publish now, or schedule after the Will
+ * Delay Interval (never later than the session's end, §3.1.3.2.2).
+ */
+export function connectionLost(broker: Broker, session: Session, now: number): void {
+  const will = session.will;
+  if (will === undefined) return;
+  const delay = will.properties?.willDelayInterval ?? 0;
+  if (delay > 0 && session.persistent) {
+    session.willDueAt = now + Math.min(delay, session.expiryInterval) * 1000;
+  } else {
+    publishWill(broker, session);
+  }
+}

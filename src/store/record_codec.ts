@@ -1,0 +1,470 @@
+/**
+ * Compact binary encoding of the store's records, used by the Deno KV back end.
+ *
+ * Why not JSON or structured clone: payloads stay raw bytes (no base64, no per-value V8 tags), the
+ * encoded length is known exactly (Deno KV counts value bytes against its 64 KiB / 800 KB limits) and
+ * an oversized record can be split into chunks as plain byte ranges.
+ *
+ * Every record starts with a one-byte format tag so a value can be told apart from a chunk header.
+ * Integers are unsigned LEB128 varints computed with arithmetic (not bit operators) so they stay exact
+ * up to 2^53; times are float64.
+ *
+ * @module
+ */
+
+import type { Properties, QoS, UserProperty } from "../mqtt/types.ts";
+import type { OutboundRecord, SessionRecord, StoredMessage, SubscriptionRecord } from "./store.ts";
+
+/** First byte of a value holding a whole record. */
+export const TAG_RECORD = 1;
+/** First byte of a value holding a chunk header (the record bytes live in sub-keys). */
+export const TAG_CHUNKED = 2;
+
+const OUTBOUND_STATES = ["queued", "publish", "pubrel"] as const;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** A growable byte buffer with the primitive writers the record encoders need. */
+class Writer {
+  buf: Uint8Array;
+  view: DataView;
+  pos = 0;
+
+  constructor(capacity: number) {
+    this.buf = new Uint8Array(capacity);
+    this.view = new DataView(this.buf.buffer);
+  }
+
+  ensure(extra: number): void {
+    if (this.pos + extra <= this.buf.length) return;
+    const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + extra));
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  u8(n: number): void {
+    this.ensure(1);
+    this.buf[this.pos++] = n;
+  }
+
+  u16(n: number): void {
+    this.ensure(2);
+    this.view.setUint16(this.pos, n);
+    this.pos += 2;
+  }
+
+  f64(n: number): void {
+    this.ensure(8);
+    this.view.setFloat64(this.pos, n);
+    this.pos += 8;
+  }
+
+  varint(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) {
+      throw new RangeError(`cannot encode ${n}: expected a non-negative safe integer`);
+    }
+    this.ensure(8);
+    while (n >= 0x80) {
+      this.buf[this.pos++] = (n % 0x80) | 0x80;
+      n = Math.floor(n / 0x80);
+    }
+    this.buf[this.pos++] = n;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.varint(b.length);
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  string(s: string): void {
+    // Reserve the worst case (3 bytes per UTF-16 unit) plus the varint, then write the length after.
+    const max = s.length * 3;
+    let lenBytes = 1;
+    for (let room = 0x80; room <= max; room *= 0x80) lenBytes++;
+    this.ensure(lenBytes + max);
+    const start = this.pos + lenBytes;
+    const { written } = encoder.encodeInto(s, this.buf.subarray(start));
+    let n = written;
+    for (let i = 0; i < lenBytes; i++) {
+      // Fixed-width varint (padded continuation bytes) so the length fits the reserved room.
+      this.buf[this.pos++] = (n % 0x80) | (i < lenBytes - 1 ? 0x80 : 0);
+      n = Math.floor(n / 0x80);
+    }
+    this.pos = start + written;
+  }
+
+  finish(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+}
+
+/** Reads what {@link Writer} wrote; every read checks bounds so a damaged value fails loudly. */
+class Reader {
+  pos = 0;
+  readonly view: DataView;
+
+  constructor(readonly buf: Uint8Array) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+
+  need(n: number): void {
+    if (this.pos + n > this.buf.length) {
+      throw new RangeError(`record truncated: need ${n} bytes at offset ${this.pos} of ${this.buf.length}`);
+    }
+  }
+
+  u8(): number {
+    this.need(1);
+    return this.buf[this.pos++];
+  }
+
+  u16(): number {
+    this.need(2);
+    const v = this.view.getUint16(this.pos);
+    this.pos += 2;
+    return v;
+  }
+
+  f64(): number {
+    this.need(8);
+    const v = this.view.getFloat64(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  varint(): number {
+    let n = 0;
+    let scale = 1;
+    for (let i = 0; i < 8; i++) {
+      const b = this.u8();
+      n += (b & 0x7f) * scale;
+      if (b < 0x80) return n;
+      scale *= 0x80;
+    }
+    throw new RangeError(`varint longer than 8 bytes at offset ${this.pos}`);
+  }
+
+  /** A view into the source (no copy): the caller owns the source buffer. */
+  bytes(): Uint8Array {
+    const n = this.varint();
+    this.need(n);
+    const b = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return b;
+  }
+
+  string(): string {
+    return decoder.decode(this.bytes());
+  }
+
+  end(what: string): void {
+    if (this.pos !== this.buf.length) {
+      throw new RangeError(`${what}: ${this.buf.length - this.pos} trailing bytes after offset ${this.pos}`);
+    }
+  }
+}
+
+// Property value kinds. Properties is an open record of numbers, strings, bytes, number lists and
+// string pairs; the field name is written out so a property added to types.ts later needs no change here.
+const P_NUMBER = 0;
+const P_STRING = 1;
+const P_BYTES = 2;
+const P_NUMBERS = 3;
+const P_PAIRS = 4;
+
+function writeProperties(w: Writer, props: Properties): void {
+  const entries = Object.entries(props).filter(([, v]) => v !== undefined);
+  w.varint(entries.length);
+  for (const [name, value] of entries) {
+    w.string(name);
+    if (typeof value === "number") {
+      w.u8(P_NUMBER);
+      w.f64(value);
+    } else if (typeof value === "string") {
+      w.u8(P_STRING);
+      w.string(value);
+    } else if (value instanceof Uint8Array) {
+      w.u8(P_BYTES);
+      w.bytes(value);
+    } else if (Array.isArray(value) && value.every((x) => typeof x === "number")) {
+      w.u8(P_NUMBERS);
+      w.varint(value.length);
+      for (const x of value as number[]) w.f64(x);
+    } else if (Array.isArray(value) && value.every((x) => Array.isArray(x) && x.length === 2)) {
+      w.u8(P_PAIRS);
+      w.varint(value.length);
+      for (const [k, v] of value as UserProperty[]) {
+        w.string(String(k));
+        w.string(String(v));
+      }
+    } else {
+      throw new TypeError(`cannot store property ${name}: unsupported value ${JSON.stringify(value)}`);
+    }
+  }
+}
+
+function readProperties(r: Reader): Properties {
+  const props: Record<string, unknown> = {};
+  const count = r.varint();
+  for (let i = 0; i < count; i++) {
+    const name = r.string();
+    const kind = r.u8();
+    switch (kind) {
+      case P_NUMBER:
+        props[name] = r.f64();
+        break;
+      case P_STRING:
+        props[name] = r.string();
+        break;
+      case P_BYTES:
+        // Copy: properties outlive the value buffer they were read from.
+        props[name] = r.bytes().slice();
+        break;
+      case P_NUMBERS: {
+        const n = r.varint();
+        const list: number[] = [];
+        for (let j = 0; j < n; j++) list.push(r.f64());
+        props[name] = list;
+        break;
+      }
+      case P_PAIRS: {
+        const n = r.varint();
+        const pairs: UserProperty[] = [];
+        for (let j = 0; j < n; j++) pairs.push([r.string(), r.string()]);
+        props[name] = pairs;
+        break;
+      }
+      default:
+        throw new RangeError(`property ${name}: unknown value kind ${kind}`);
+    }
+  }
+  return props as Properties;
+}
+
+// Message flag bits.
+const M_RETAIN = 0x04;
+const M_EXPIRES = 0x08;
+const M_PROPS = 0x10;
+
+function writeMessage(w: Writer, m: StoredMessage): void {
+  let flags = m.qos & 0x03;
+  if (m.retain) flags |= M_RETAIN;
+  if (m.expiresAt !== undefined) flags |= M_EXPIRES;
+  if (m.properties !== undefined) flags |= M_PROPS;
+  w.u8(flags);
+  w.f64(m.receivedAt);
+  if (m.expiresAt !== undefined) w.f64(m.expiresAt);
+  w.string(m.topic);
+  w.bytes(m.payload);
+  if (m.properties !== undefined) writeProperties(w, m.properties);
+}
+
+function readMessage(r: Reader): StoredMessage {
+  const flags = r.u8();
+  const qos = flags & 0x03;
+  if (qos > 2) throw new RangeError(`message: invalid qos ${qos}`);
+  const receivedAt = r.f64();
+  const expiresAt = flags & M_EXPIRES ? r.f64() : undefined;
+  const topic = r.string();
+  const payload = r.bytes();
+  const m: StoredMessage = { topic, payload, qos: qos as QoS, retain: (flags & M_RETAIN) !== 0, receivedAt };
+  if (expiresAt !== undefined) m.expiresAt = expiresAt;
+  if (flags & M_PROPS) m.properties = readProperties(r);
+  return m;
+}
+
+function messageSizeHint(m: StoredMessage): number {
+  return 64 + m.topic.length * 3 + m.payload.length + (m.properties ? 256 : 0);
+}
+
+/** Encodes a retained message as a value (tag + message). */
+export function encodeRetained(m: StoredMessage): Uint8Array {
+  const w = new Writer(messageSizeHint(m));
+  w.u8(TAG_RECORD);
+  writeMessage(w, m);
+  return w.finish();
+}
+
+/** Decodes {@link encodeRetained}. The payload is a view into `value`. */
+export function decodeRetained(value: Uint8Array): StoredMessage {
+  const r = new Reader(value);
+  expectTag(r, "retained message");
+  const m = readMessage(r);
+  r.end("retained message");
+  return m;
+}
+
+// Session flag bits.
+const S_DISCONNECTED = 0x01;
+// Subscription flag bits (qos in bits 0-1, retain handling in bits 4-5).
+const SUB_NO_LOCAL = 0x04;
+const SUB_RAP = 0x08;
+const SUB_ID = 0x40;
+
+/** Encodes a session record. */
+export function encodeSession(s: SessionRecord): Uint8Array {
+  const w = new Writer(32 + s.clientId.length * 3 + s.subscriptions.length * 24);
+  w.u8(TAG_RECORD);
+  w.string(s.clientId);
+  w.u8(s.protocolVersion);
+  w.varint(s.expiryInterval);
+  w.u8(s.disconnectedAt !== undefined ? S_DISCONNECTED : 0);
+  if (s.disconnectedAt !== undefined) w.f64(s.disconnectedAt);
+  w.varint(s.subscriptions.length);
+  for (const sub of s.subscriptions) {
+    let flags = (sub.qos & 0x03) | ((sub.retainHandling & 0x03) << 4);
+    if (sub.noLocal) flags |= SUB_NO_LOCAL;
+    if (sub.retainAsPublished) flags |= SUB_RAP;
+    if (sub.subscriptionId !== undefined) flags |= SUB_ID;
+    w.string(sub.filter);
+    w.u8(flags);
+    if (sub.subscriptionId !== undefined) w.varint(sub.subscriptionId);
+  }
+  return w.finish();
+}
+
+/** Decodes {@link encodeSession}. */
+export function decodeSession(value: Uint8Array): SessionRecord {
+  const r = new Reader(value);
+  expectTag(r, "session");
+  const clientId = r.string();
+  const protocolVersion = r.u8();
+  if (protocolVersion < 3 || protocolVersion > 5) {
+    throw new RangeError(`session ${clientId}: invalid protocol version ${protocolVersion}`);
+  }
+  const expiryInterval = r.varint();
+  const flags = r.u8();
+  const disconnectedAt = flags & S_DISCONNECTED ? r.f64() : undefined;
+  const count = r.varint();
+  const subscriptions: SubscriptionRecord[] = [];
+  for (let i = 0; i < count; i++) {
+    const filter = r.string();
+    const f = r.u8();
+    const sub: SubscriptionRecord = {
+      filter,
+      qos: (f & 0x03) as QoS,
+      noLocal: (f & SUB_NO_LOCAL) !== 0,
+      retainAsPublished: (f & SUB_RAP) !== 0,
+      retainHandling: ((f >> 4) & 0x03) as 0 | 1 | 2,
+    };
+    if (f & SUB_ID) sub.subscriptionId = r.varint();
+    subscriptions.push(sub);
+  }
+  r.end(`session ${clientId}`);
+  const s: SessionRecord = {
+    clientId,
+    protocolVersion: protocolVersion as 3 | 4 | 5,
+    expiryInterval,
+    subscriptions,
+  };
+  if (disconnectedAt !== undefined) s.disconnectedAt = disconnectedAt;
+  return s;
+}
+
+// Outbound flag bits.
+const O_PACKET_ID = 0x01;
+const O_MESSAGE = 0x02;
+
+/** Encodes an outbound (queued or in-flight) record. */
+export function encodeOutbound(o: OutboundRecord): Uint8Array {
+  const state = OUTBOUND_STATES.indexOf(o.state);
+  if (state < 0) throw new TypeError(`outbound ${o.clientId}/${o.seq}: unknown state ${JSON.stringify(o.state)}`);
+  const w = new Writer(32 + o.clientId.length * 3 + (o.message ? messageSizeHint(o.message) : 0));
+  w.u8(TAG_RECORD);
+  w.string(o.clientId);
+  w.varint(o.seq);
+  w.u8(state);
+  w.u8((o.packetId !== undefined ? O_PACKET_ID : 0) | (o.message !== undefined ? O_MESSAGE : 0));
+  if (o.packetId !== undefined) w.u16(o.packetId);
+  if (o.message !== undefined) writeMessage(w, o.message);
+  return w.finish();
+}
+
+/** Decodes {@link encodeOutbound}. The payload is a view into `value`. */
+export function decodeOutbound(value: Uint8Array): OutboundRecord {
+  const r = new Reader(value);
+  expectTag(r, "outbound record");
+  const clientId = r.string();
+  const seq = r.varint();
+  const stateIndex = r.u8();
+  const state = OUTBOUND_STATES[stateIndex];
+  if (state === undefined) throw new RangeError(`outbound ${clientId}/${seq}: invalid state ${stateIndex}`);
+  const flags = r.u8();
+  const o: OutboundRecord = { clientId, seq, state };
+  if (flags & O_PACKET_ID) o.packetId = r.u16();
+  if (flags & O_MESSAGE) o.message = readMessage(r);
+  r.end(`outbound ${clientId}/${seq}`);
+  return o;
+}
+
+/** Encodes an inbound QoS 2 id's value: the full client id (the key may hold only its hash). */
+export function encodeIncoming(clientId: string): Uint8Array {
+  const w = new Writer(8 + clientId.length * 3);
+  w.u8(TAG_RECORD);
+  w.string(clientId);
+  return w.finish();
+}
+
+/** Decodes {@link encodeIncoming}, returning the client id. */
+export function decodeIncoming(value: Uint8Array): string {
+  const r = new Reader(value);
+  expectTag(r, "incoming id");
+  const clientId = r.string();
+  r.end("incoming id");
+  return clientId;
+}
+
+/** Where a record too big for one value lives: `count` sub-keys holding `length` bytes with `crc`. */
+export interface ChunkHeader {
+  count: number;
+  length: number;
+  /** CRC-32 of the whole record: detects a torn write of a record larger than one atomic commit. */
+  crc: number;
+}
+
+/** Encodes a chunk header value. */
+export function encodeChunkHeader(h: ChunkHeader): Uint8Array {
+  const w = new Writer(24);
+  w.u8(TAG_CHUNKED);
+  w.varint(h.count);
+  w.varint(h.length);
+  w.varint(h.crc);
+  return w.finish();
+}
+
+/** Decodes {@link encodeChunkHeader}. */
+export function decodeChunkHeader(value: Uint8Array): ChunkHeader {
+  const r = new Reader(value);
+  const tag = r.u8();
+  if (tag !== TAG_CHUNKED) throw new RangeError(`chunk header: expected tag ${TAG_CHUNKED}, got ${tag}`);
+  const h = { count: r.varint(), length: r.varint(), crc: r.varint() };
+  r.end("chunk header");
+  return h;
+}
+
+function expectTag(r: Reader, what: string): void {
+  const tag = r.u8();
+  if (tag !== TAG_RECORD) throw new RangeError(`${what}: expected record tag ${TAG_RECORD}, got ${tag}`);
+}
+
+let crcTable: Uint32Array | undefined;
+
+/** CRC-32 (IEEE 802.3 polynomial, reflected), as an unsigned number. */
+export function crc32(data: Uint8Array): number {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  const table = crcTable;
+  let c = 0xffffffff;
+  for (let i = 0; i < data.length; i++) c = table[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}

@@ -1,0 +1,99 @@
+/**
+ * Listeners: TCP (`mqtt`) and TLS (`mqtts`) accept loops. Each accepted connection becomes a
+ * {@link Transport} handed to the broker; the accept loop never dies because of one bad connection.
+ *
+ * @module
+ */
+
+import type { ListenerConfig } from "../config/types.ts";
+import type { Logger } from "../log.ts";
+import { StreamTransport, type Transport } from "./connection.ts";
+
+/** What to open: the main listener or one entry of `listeners:` in the config. */
+export type ListenerSpec = Pick<ListenerConfig, "type" | "host" | "port"> & Partial<ListenerConfig>;
+
+/** An open listener. */
+export interface OpenListener {
+  readonly info: { type: ListenerConfig["type"]; host: string; port: number };
+  close(): Promise<void> | void;
+  /** Re-reads certificate files (TLS); true when they changed. */
+  reloadCertificates?: () => Promise<boolean>;
+}
+
+/** Error for a listener that cannot bind, with a one-line message naming the address. */
+export class ListenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ListenError";
+  }
+}
+
+function bindError(spec: ListenerSpec, err: unknown): ListenError {
+  if (err instanceof Deno.errors.AddrInUse) {
+    return new ListenError(`${spec.type} listener ${spec.host}:${spec.port} is already in use`);
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return new ListenError(`${spec.type} listener ${spec.host}:${spec.port}: permission denied`);
+  }
+  return new ListenError(`${spec.type} listener ${spec.host}:${spec.port}: ${err instanceof Error ? err.message : err}`);
+}
+
+async function acceptLoop(
+  listener: Deno.Listener,
+  onTransport: (t: Transport) => void,
+  logger: Logger,
+  spec: ListenerSpec,
+): Promise<void> {
+  while (true) {
+    let conn: Deno.Conn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return; // closed
+      logger.warn("accept failed", { listener: `${spec.host}:${spec.port}`, error: String(err) });
+      continue;
+    }
+    try {
+      // Small QoS 1 windows must not wait for Nagle / delayed ACK.
+      (conn as Deno.TcpConn).setNoDelay?.(true);
+      onTransport(new StreamTransport(conn));
+    } catch (err) {
+      logger.warn("could not set up connection", { error: String(err) });
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+}
+
+/** Opens a listener and starts its accept loop. */
+export async function listen(
+  spec: ListenerSpec,
+  onTransport: (t: Transport) => void,
+  logger: Logger,
+): Promise<OpenListener> {
+  if (spec.type === "ws" || spec.type === "wss") {
+    const { listenWebSocket } = await import("./websocket.ts");
+    return listenWebSocket(spec, onTransport, logger);
+  }
+  let listener: Deno.Listener;
+  try {
+    if (spec.type === "mqtts") {
+      const { listenTls } = await import("./tls.ts");
+      return await listenTls(spec, onTransport, logger);
+    }
+    listener = Deno.listen({ hostname: spec.host, port: spec.port, transport: "tcp" });
+  } catch (err) {
+    throw err instanceof ListenError ? err : bindError(spec, err);
+  }
+  const addr = listener.addr as Deno.NetAddr;
+  acceptLoop(listener, onTransport, logger, spec);
+  return {
+    info: { type: spec.type, host: addr.hostname, port: addr.port },
+    close: () => listener.close(),
+  };
+}
+
+export { acceptLoop, bindError };
