@@ -15,7 +15,7 @@ import type { Broker } from "./src/broker/broker.ts";
 import { helpText, parseArgs, type ParsedArgs, UsageError } from "./src/config/cli.ts";
 import { COMMAND_LINE, ConfigError } from "./src/config/errors.ts";
 import { type CliFlags, loadConfig } from "./src/config/load.ts";
-import type { Config, ListenerConfig } from "./src/config/types.ts";
+import type { Config } from "./src/config/types.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 
 /** Program name shown by `--version` and `--help`. */
@@ -97,10 +97,7 @@ function logStartup(logger: Logger, config: Config, broker: Broker): void {
   logger.info("broker started", { version: VERSION, max_qos: config.qos.max_qos });
   // The bound addresses, not the configured ones: port 0 becomes the port the system chose.
   for (const listener of broker.addresses) {
-    const path = listener.type === "ws" || listener.type === "wss"
-      ? config.listeners.find((l) => l.type === listener.type && l.host === listener.host)?.path
-      : undefined;
-    logger.info("listening", { type: listener.type, address: hostPort(listener.host, listener.port), path });
+    logger.info("listening", { type: listener.type, address: hostPort(listener.host, listener.port) });
   }
   const metricsPort = broker.metricsPort;
   if (config.metrics.enabled && metricsPort !== undefined) {

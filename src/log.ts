@@ -108,7 +108,9 @@ function textValue(value: unknown): string {
     // line can still be split into key=value pairs.
     return v !== "" && /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
   }
-  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" || v === null) return String(v);
+  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" || v === null) {
+    return String(v);
+  }
   try {
     return JSON.stringify(v, (_key, x) => typeof x === "bigint" ? x.toString() : x) ?? String(v);
   } catch {

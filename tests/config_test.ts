@@ -201,7 +201,10 @@ Deno.test("config: errors in the file name the file, the dotted key and the valu
 
 Deno.test("config: unknown keys and sections are rejected, naming key and value", async () => {
   let { path, error } = await errorOf("server:\n  prot: 1883\n");
-  assert.match(error.message, new RegExp(`^${path}: unknown key server\\.prot \\(value 1883\\); known in server: host`));
+  assert.match(
+    error.message,
+    new RegExp(`^${path}: unknown key server\\.prot \\(value 1883\\); known in server: host`),
+  );
   ({ path, error } = await errorOf("servre:\n  port: 1\n"));
   assert.ok(error.message.startsWith(`${path}: unknown section servre (value {"port":1})`), error.message);
 });
@@ -235,11 +238,17 @@ Deno.test("config: bad flag values are ConfigErrors from the command line", asyn
   const cases: [flags: CliFlags, message: string][] = [
     [{ "server.port": "abc" }, 'command line: --server.port must be an integer 0..65535, got "abc"'],
     [{ "server.port": "-1" }, "command line: --server.port must be an integer 0..65535, got -1"],
-    [{ "retained.enabled": "no" }, 'command line: --retained.enabled must be a boolean (true or false), got "no"'],
+    [
+      { "retained.enabled": "no" },
+      'command line: --retained.enabled must be a boolean (true or false), got "no"',
+    ],
     [{ "storage.backend": "disk" }, 'command line: --storage.backend must be one of kv|memory, got "disk"'],
     [{ "server.nope": "1" }, 'command line: unknown flag --server.nope (value "1")'],
     [{ listeners: "{type: ws}" }, 'command line: --listeners must be a list, got {"type":"ws"}'],
-    [{ listeners: "[{type: ws}]" }, "command line: --listeners[0].port is required (an integer 0..65535), got nothing"],
+    [
+      { listeners: "[{type: ws}]" },
+      "command line: --listeners[0].port is required (an integer 0..65535), got nothing",
+    ],
   ];
   for (const [flags, message] of cases) {
     await assert.rejects(loadConfig(undefined, flags), (err: unknown) => {
@@ -302,16 +311,34 @@ Deno.test("config: listener errors name the entry, the field and the value", () 
     [[{ port: 1 }], "listeners[0].type is required (one of mqtt|mqtts|ws|wss), got nothing"],
     [[{ type: "http", port: 1 }], 'listeners[0].type must be one of mqtt|mqtts|ws|wss, got "http"'],
     [[{ type: "mqtt" }], "listeners[0].port is required (an integer 0..65535), got nothing"],
-    [[{ type: "mqtt", port: 1 }, { type: "ws", port: -1 }], "listeners[1].port must be an integer 0..65535, got -1"],
-    [[{ type: "mqtt", port: 1, prot: 2 }], "unknown key listeners[0].prot (value 2); known: type, host, port,"],
-    [[{ type: "mqtts", port: 1, key_file: "k" }], "listeners[0].cert_file is required for a mqtts listener, got nothing"],
-    [[{ type: "wss", port: 1, cert_file: "c" }], "listeners[0].key_file is required for a wss listener, got nothing"],
-    [[{ type: "mqtts", port: 1, cert_file: "", key_file: "k" }], 'listeners[0].cert_file must be a non-empty string, got ""'],
+    [
+      [{ type: "mqtt", port: 1 }, { type: "ws", port: -1 }],
+      "listeners[1].port must be an integer 0..65535, got -1",
+    ],
+    [
+      [{ type: "mqtt", port: 1, prot: 2 }],
+      "unknown key listeners[0].prot (value 2); known: type, host, port,",
+    ],
+    [
+      [{ type: "mqtts", port: 1, key_file: "k" }],
+      "listeners[0].cert_file is required for a mqtts listener, got nothing",
+    ],
+    [
+      [{ type: "wss", port: 1, cert_file: "c" }],
+      "listeners[0].key_file is required for a wss listener, got nothing",
+    ],
+    [
+      [{ type: "mqtts", port: 1, cert_file: "", key_file: "k" }],
+      'listeners[0].cert_file must be a non-empty string, got ""',
+    ],
     [
       [{ type: "mqtt", port: 1, cert_file: "c" }],
       'listeners[0].cert_file is only valid on mqtts/wss listeners, this one is mqtt (value "c")',
     ],
-    [[{ type: "mqtt", port: 1, path: "/x" }], 'listeners[0].path is only valid on ws/wss listeners, this one is mqtt (value "/x")'],
+    [
+      [{ type: "mqtt", port: 1, path: "/x" }],
+      'listeners[0].path is only valid on ws/wss listeners, this one is mqtt (value "/x")',
+    ],
     [[{ type: "ws", port: 1, path: "mqtt" }], 'listeners[0].path must start with "/", got "mqtt"'],
     [
       [{ type: "mqtts", port: 1, cert_file: "c", key_file: "k", require_client_cert: true }],
@@ -325,7 +352,10 @@ Deno.test("config: listener errors name the entry, the field and the value", () 
   for (const [listeners, message] of cases) {
     assert.throws(() => configFromObject({ listeners }, "f.yaml"), (err: unknown) => {
       assert.ok(err instanceof ConfigError, String(err));
-      assert.ok(err.message.startsWith(`f.yaml: ${message}`), `${err.message}\n  expected: f.yaml: ${message}`);
+      assert.ok(
+        err.message.startsWith(`f.yaml: ${message}`),
+        `${err.message}\n  expected: f.yaml: ${message}`,
+      );
       return true;
     });
   }

@@ -25,9 +25,9 @@
  *
  * `topic ACCESS FILTER` and `pattern ACCESS FILTER`: ACCESS is one of `read`, `write`, `readwrite` or
  * `deny`; FILTER is an MQTT topic filter (`+` one level, `#` the rest) and may contain spaces. When the
- * rest of the line is a single word, ACCESS may be left out and means `readwrite`. A `#` preceded by
- * white space starts a trailing comment on `topic` and `pattern` lines (it can never be part of a valid
- * filter there); `user` lines take the rest of the line verbatim.
+ * filter is a single word, ACCESS may be left out and means `readwrite`. In FILTER, a `#` preceded by
+ * white space starts a trailing comment (a valid filter never has one there); `user` lines take the
+ * rest of the line verbatim, so a username may contain spaces and `#`.
  *
  * Decisions: an action is allowed when at least one rule grants it and no `deny` rule matches (deny
  * wins). A client that no rule grants is denied. A filter starting with a wildcard does not match topics
@@ -255,18 +255,17 @@ export class Acl {
 
 /** Splits the rest of a `topic` / `pattern` line into access and filter. */
 function parseRule(keyword: string, rest: string, fail: (message: string) => never): [AclAccess, string] {
-  // A '#' after white space cannot belong to a valid filter, so it starts a trailing comment.
-  const comment = rest.search(/\s#/);
-  if (comment >= 0) rest = rest.slice(0, comment).trim();
   if (rest === "") fail(`'${keyword}' needs a topic filter`);
   const space = rest.search(/\s/);
-  if (space < 0) {
-    if (ACCESS_WORDS.includes(rest)) fail(`'${keyword} ${rest}' needs a topic filter after the access word`);
-    return ["readwrite", rest];
+  const word = space < 0 ? rest : rest.slice(0, space);
+  const explicit = ACCESS_WORDS.includes(word);
+  let filter = explicit ? rest.slice(word.length).trim() : rest;
+  if (explicit && filter === "") fail(`'${keyword} ${word}' needs a topic filter after the access word`);
+  // Inside a valid filter '#' is a whole level, never preceded by white space, so " #" starts a comment.
+  const comment = filter.search(/\s#/);
+  if (comment >= 0) filter = filter.slice(0, comment).trim();
+  if (!explicit && /\s/.test(filter)) {
+    fail(`unknown access '${word}' in '${keyword} ${filter}' (expected read, write, readwrite or deny)`);
   }
-  const word = rest.slice(0, space);
-  if (!ACCESS_WORDS.includes(word)) {
-    fail(`unknown access '${word}' in '${keyword} ${rest}' (expected read, write, readwrite or deny)`);
-  }
-  return [word as AclAccess, rest.slice(space).trim()];
+  return [explicit ? word as AclAccess : "readwrite", filter];
 }

@@ -99,7 +99,9 @@ function applyDocument(config: Config, document: unknown, source: string): void 
     if (!Object.hasOwn(SCHEMA, section)) {
       throw new ConfigError(
         source,
-        `unknown section ${section} (value ${show(body)}); known: ${[...Object.keys(SCHEMA), "listeners"].join(", ")}`,
+        `unknown section ${section} (value ${show(body)}); known: ${
+          [...Object.keys(SCHEMA), "listeners"].join(", ")
+        }`,
       );
     }
     // A section whose keys are all commented out parses to null: keep its defaults.
@@ -134,14 +136,18 @@ function applyFlags(config: Config, flags: CliFlags): void {
       continue;
     }
     const entry = KEYS.find((k) => k.key === key);
-    if (entry === undefined) throw new ConfigError(COMMAND_LINE, `unknown flag --${key} (value ${show(text)})`);
+    if (entry === undefined) {
+      throw new ConfigError(COMMAND_LINE, `unknown flag --${key} (value ${show(text)})`);
+    }
     const values = config[entry.section] as Record<string, unknown>;
     values[entry.name] = checked(entry.spec, fromFlagString(entry.spec, text), COMMAND_LINE, `--${key}`);
   }
 }
 
 function checked(spec: AnySpec, value: unknown, source: string, key: string): unknown {
-  if (!accepts(spec, value)) throw new ConfigError(source, `${key} must be ${expectation(spec)}, got ${show(value)}`);
+  if (!accepts(spec, value)) {
+    throw new ConfigError(source, `${key} must be ${expectation(spec)}, got ${show(value)}`);
+  }
   return value;
 }
 
@@ -178,14 +184,20 @@ function parseListener(item: unknown, source: string, key: string): ListenerConf
   if (tls) {
     for (const name of ["cert_file", "key_file"] as const) {
       if (listener[name] === undefined) {
-        throw new ConfigError(source, `${key}.${name} is required for a ${listener.type} listener, got nothing`);
+        throw new ConfigError(
+          source,
+          `${key}.${name} is required for a ${listener.type} listener, got nothing`,
+        );
       }
     }
     listener.require_client_cert ??= false;
     listener.use_cn_as_username ??= false;
     if (listener.require_client_cert && listener.ca_file === undefined) {
       // Without a CA there is nothing to verify client certificates against.
-      throw new ConfigError(source, `${key}.ca_file is required when require_client_cert is true, got nothing`);
+      throw new ConfigError(
+        source,
+        `${key}.ca_file is required when require_client_cert is true, got nothing`,
+      );
     }
     if (listener.use_cn_as_username && !listener.require_client_cert) {
       // An unverified certificate's CN is whatever the client chose: not an identity.
@@ -211,7 +223,9 @@ function parseListener(item: unknown, source: string, key: string): ListenerConf
   } else if (listener.path !== undefined) {
     throw new ConfigError(
       source,
-      `${key}.path is only valid on ws/wss listeners, this one is ${listener.type} (value ${show(listener.path)})`,
+      `${key}.path is only valid on ws/wss listeners, this one is ${listener.type} (value ${
+        show(listener.path)
+      })`,
     );
   }
   listener.host ??= "";

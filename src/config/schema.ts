@@ -68,7 +68,9 @@ export type ConfigSchema = { [S in SectionName]: { [K in keyof Config[S]]-?: Spe
 export type ListenerFieldSpec<T> = SpecFor<T> & { required?: boolean };
 
 /** The shape of {@link LISTENER_SCHEMA}: one spec per key of {@link ListenerConfig}. */
-export type ListenerSchema = { [K in keyof ListenerConfig]-?: ListenerFieldSpec<NonNullable<ListenerConfig[K]>> };
+export type ListenerSchema = {
+  [K in keyof ListenerConfig]-?: ListenerFieldSpec<NonNullable<ListenerConfig[K]>>;
+};
 
 const UINT32_MAX = 4294967295;
 const INT32_MAX = 2147483647;
@@ -293,7 +295,12 @@ export const LISTENER_SCHEMA: ListenerSchema = {
     default: false,
     doc: "use the client certificate's CN as the MQTT username (needs require_client_cert)",
   },
-  path: { kind: "string", default: "/mqtt", nonEmpty: true, doc: "HTTP path of the WebSocket endpoint (ws, wss)" },
+  path: {
+    kind: "string",
+    default: "/mqtt",
+    nonEmpty: true,
+    doc: "HTTP path of the WebSocket endpoint (ws, wss)",
+  },
 };
 
 /** The `listeners` key itself: documented here so that help and docs can list it with the others. */

@@ -118,3 +118,14 @@ export interface StoreStats {
   latencies: number[];
   failures: number;
 }
+
+/**
+ * A storage failure with a message meant for the operator: the database is locked by another broker,
+ * cannot be opened, a commit failed, or the store was used while closed.
+ */
+export class StoreError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreError";
+  }
+}

@@ -62,7 +62,11 @@ Deno.test("pattern %c and %u apply to every client, anonymous included", () => {
   assert.equal(acl.canPublish("alice", "dev7", "devices/dev7/config"), false);
   assert.equal(acl.canPublish("alice", "x", "devices/alice/s1/telemetry"), true);
   assert.equal(acl.canPublish("alice", "x", "devices/bob/s1/telemetry"), false);
-  assert.equal(acl.canPublish("carol", "x", "devices/carol/s1/telemetry"), true, "users outside the file too");
+  assert.equal(
+    acl.canPublish("carol", "x", "devices/carol/s1/telemetry"),
+    true,
+    "users outside the file too",
+  );
   // %u never applies to a client without a username.
   assert.equal(acl.canPublish(undefined, "x", "devices//s1/telemetry"), false);
 });
@@ -149,7 +153,15 @@ Deno.test("$SYS needs an explicit rule: # does not reach it", () => {
 });
 
 Deno.test("a rule without an access word is readwrite; trailing comments are ignored", () => {
-  const acl = Acl.parse("topic a/b\ntopic read my topic/x   # with a space\n");
+  const acl = Acl.parse(
+    "topic a/b\ntopic read my topic/x   # with a space\nuser root\ntopic write # # all\n",
+  );
+  assert.equal(
+    acl.canPublish("root", "c", "any/topic"),
+    true,
+    "'#' right after the access word is the filter",
+  );
+  assert.equal(acl.canRead("root", "c", "any/topic"), false);
   assert.equal(acl.canPublish(undefined, "c", "a/b"), true);
   assert.equal(acl.canRead(undefined, "c", "a/b"), true);
   assert.equal(acl.canRead(undefined, "c", "my topic/x"), true);
@@ -172,12 +184,13 @@ Deno.test("parse errors name the source and the line", () => {
     ["user\n", /^f\.acl:1: 'user' needs a username/],
     ["topic\n", /^f\.acl:1: 'topic' needs a topic filter/],
     ["topic deny\n", /^f\.acl:1: 'topic deny' needs a topic filter after the access word/],
+    ["topic a b\n", /^f\.acl:1: unknown access 'a' in 'topic a b'/],
     ["anonymous x\n", /^f\.acl:1: 'anonymous' takes no argument/],
     ["user a\ntopic read devices/%u\n", /^f\.acl:2: %u \/ %c are only substituted in 'pattern' lines/],
     ["pattern read %u/#/x\n", /^f\.acl:1: '#' must be a whole level/],
   ];
   for (const [text, want] of bad) {
-    assert.throws(() => Acl.parse(text, "f.acl"), want, JSON.stringify(text));
+    assert.throws(() => Acl.parse(text, "f.acl"), { message: want }, JSON.stringify(text));
   }
 });
 
@@ -192,7 +205,10 @@ Deno.test("Acl.load reads a file and names it in errors", async () => {
 
     const bad = `${dir}/bad.acl`;
     await Deno.writeTextFile(bad, "user alice\ntopic readd a\n");
-    await assert.rejects(Acl.load(bad), (e: Error) => e.message.startsWith(`${bad}:2: unknown access 'readd'`));
+    await assert.rejects(
+      Acl.load(bad),
+      (e: Error) => e.message.startsWith(`${bad}:2: unknown access 'readd'`),
+    );
     await assert.rejects(
       Acl.load(`${dir}/missing.acl`),
       (e: Error) => e.message.startsWith(`cannot read ACL file ${dir}/missing.acl:`),

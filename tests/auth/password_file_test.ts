@@ -72,7 +72,10 @@ Deno.test("parse errors name the file and the line, without echoing the hash", a
   const good = await hashPassword("pw", FAST);
   const [, , , salt, hash] = good.split("$");
   const bad: [string, RegExp][] = [
-    [`alice:${good}\nbob\n`, /^p\.txt:2: expected username:\$pbkdf2-sha512\$ITERATIONS\$SALT\$HASH, found no ':'/],
+    [
+      `alice:${good}\nbob\n`,
+      /^p\.txt:2: expected username:\$pbkdf2-sha512\$ITERATIONS\$SALT\$HASH, found no ':'/,
+    ],
     [`:${good}\n`, /^p\.txt:1: empty username/],
     [`\n# c\nbob:$sha256$1$${salt}$${hash}\n`, /^p\.txt:3: unsupported hash scheme 'sha256' for user 'bob'/],
     [`bob:$pbkdf2-sha512$0$${salt}$${hash}\n`, /^p\.txt:1: iterations '0' for user 'bob'/],

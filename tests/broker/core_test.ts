@@ -1,0 +1,422 @@
+/**
+ * Broker core over real sockets with MQTT 3.1 / 3.1.1 clients: MQTT.js, mosquitto_pub/sub and raw packets.
+ */
+
+import assert from "node:assert/strict";
+import mqtt from "mqtt";
+import type { PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
+import {
+  collect,
+  delay,
+  mqttConnect,
+  mqttEnd,
+  RawClient,
+  startBroker,
+  td,
+  te,
+  waitFor,
+} from "../helpers.ts";
+
+Deno.test("MQTT.js publishes and subscribes at QoS 0, 1 and 2", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 } });
+  try {
+    const sub = await mqttConnect(b.url, { clientId: "sub" });
+    const got = collect(sub);
+    await sub.subscribeAsync("a/+/c", { qos: 2 });
+    const pub = await mqttConnect(b.url, { clientId: "pub" });
+    await pub.publishAsync("a/b/c", "zero", { qos: 0 });
+    await pub.publishAsync("a/b/c", "one", { qos: 1 });
+    await pub.publishAsync("a/x/c", "two", { qos: 2 });
+    await pub.publishAsync("a/b/d", "nomatch", { qos: 1 });
+    await waitFor(() => got.length === 3, "3 messages");
+    assert.deepEqual(got.map((m) => [m.topic, m.payload, m.packet.qos]), [
+      ["a/b/c", "zero", 0],
+      ["a/b/c", "one", 1],
+      ["a/x/c", "two", 2],
+    ]);
+    await mqttEnd(pub);
+    await mqttEnd(sub);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("granted QoS is capped by qos.max_qos and deliveries are downgraded", async () => {
+  const b = await startBroker({ qos: { max_qos: 1 } });
+  try {
+    const sub = await RawClient.connect(b.port);
+    sub.send({
+      type: 8,
+      packetId: 7,
+      subscriptions: [
+        { topicFilter: "t/2", qos: 2, noLocal: false, retainAsPublished: false, retainHandling: 0 },
+        { topicFilter: "t/0", qos: 0, noLocal: false, retainAsPublished: false, retainHandling: 0 },
+        { topicFilter: "bad/#/x", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 },
+      ],
+    });
+    const suback = await sub.expect(9) as SubackPacket;
+    assert.equal(suback.packetId, 7);
+    assert.deepEqual(suback.reasonCodes, [1, 0, 0x80]);
+    const pub = await mqttConnect(b.url);
+    await pub.publishAsync("t/2", "x", { qos: 2 });
+    const p = await sub.expect(3) as PublishPacket;
+    assert.equal(p.qos, 1);
+    assert.equal(td(p.payload), "x");
+    await mqttEnd(pub);
+    await sub.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("mosquitto_pub and mosquitto_sub interoperate through the broker", async () => {
+  const b = await startBroker();
+  try {
+    const sub = new Deno.Command("mosquitto_sub", {
+      args: ["-h", "127.0.0.1", "-p", String(b.port), "-t", "sensors/#", "-q", "1", "-C", "2", "-v", "-W", "10"],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    await waitFor(() => b.broker.tree.size === 1, "mosquitto_sub subscribed");
+    for (const [topic, msg] of [["sensors/t1", "21.5"], ["sensors/t2", "19.0"]]) {
+      const out = await new Deno.Command("mosquitto_pub", {
+        args: ["-h", "127.0.0.1", "-p", String(b.port), "-t", topic, "-m", msg, "-q", "1"],
+      }).output();
+      assert.equal(out.code, 0);
+    }
+    const { code, stdout } = await sub.output();
+    assert.equal(code, 0);
+    assert.deepEqual(td(stdout).trim().split("\n"), ["sensors/t1 21.5", "sensors/t2 19.0"]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("retained messages: stored, replaced, cleared, delivered with RETAIN on subscribe", async () => {
+  const b = await startBroker();
+  try {
+    const pub = await mqttConnect(b.url);
+    await pub.publishAsync("home/temp", "20", { qos: 1, retain: true });
+    await pub.publishAsync("home/temp", "21", { qos: 1, retain: true });
+    await pub.publishAsync("home/hum", "40", { qos: 1, retain: true });
+    await pub.publishAsync("home/hum", "", { qos: 1, retain: true }); // clears
+    const sub = await mqttConnect(b.url);
+    const got = collect(sub);
+    await sub.subscribeAsync("home/#", { qos: 1 });
+    await waitFor(() => got.length === 1, "retained message");
+    await delay(100);
+    assert.equal(got.length, 1);
+    assert.equal(got[0].topic, "home/temp");
+    assert.equal(got[0].payload, "21");
+    assert.equal(got[0].packet.retain, true);
+    // A live message to an existing subscription is not flagged retained (§3.3.1.3).
+    await pub.publishAsync("home/temp", "22", { qos: 1, retain: true });
+    await waitFor(() => got.length === 2, "live message");
+    assert.equal(got[1].packet.retain, false);
+    assert.equal(b.broker.retained.size, 1);
+    await mqttEnd(pub);
+    await mqttEnd(sub);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("retained.enabled false: nothing is retained", async () => {
+  const b = await startBroker({ retained: { enabled: false, max_messages: 10 } });
+  try {
+    const pub = await mqttConnect(b.url);
+    await pub.publishAsync("r/x", "v", { qos: 1, retain: true });
+    const sub = await mqttConnect(b.url);
+    const got = collect(sub);
+    await sub.subscribeAsync("r/#");
+    await delay(200);
+    assert.equal(got.length, 0);
+    assert.equal(b.broker.retained.size, 0);
+    await mqttEnd(pub);
+    await mqttEnd(sub);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("wildcards: + and # match, $-topics are not matched by a leading wildcard", async () => {
+  const b = await startBroker();
+  try {
+    const sub = await mqttConnect(b.url);
+    const got = collect(sub);
+    await sub.subscribeAsync(["#", "+/status"]);
+    const dollar = await mqttConnect(b.url);
+    const dollarGot = collect(dollar);
+    await dollar.subscribeAsync("$internal/#");
+    const pub = await mqttConnect(b.url);
+    await pub.publishAsync("$internal/x", "hidden", { qos: 1 });
+    await pub.publishAsync("dev/status", "ok", { qos: 1 });
+    await waitFor(() => got.length >= 1 && dollarGot.length === 1, "deliveries");
+    await delay(100);
+    // One copy despite two matching subscriptions (§3.3.4 overlapping).
+    assert.deepEqual(got.map((m) => m.topic), ["dev/status"]);
+    assert.deepEqual(dollarGot.map((m) => m.topic), ["$internal/x"]);
+    await Promise.all([mqttEnd(sub), mqttEnd(pub), mqttEnd(dollar)]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("overlapping subscriptions deliver one copy at the highest granted QoS", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 } });
+  try {
+    const sub = await RawClient.connect(b.port);
+    sub.send({
+      type: 8,
+      packetId: 1,
+      subscriptions: [
+        { topicFilter: "o/#", qos: 0, noLocal: false, retainAsPublished: false, retainHandling: 0 },
+        { topicFilter: "o/+", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 },
+      ],
+    });
+    await sub.expect(9);
+    const pub = await mqttConnect(b.url);
+    await pub.publishAsync("o/a", "m", { qos: 2 });
+    const p = await sub.expect(3) as PublishPacket;
+    assert.equal(p.qos, 1);
+    await sub.expectNone(3, 200);
+    await mqttEnd(pub);
+    await sub.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("unsubscribe stops deliveries", async () => {
+  const b = await startBroker();
+  try {
+    const sub = await mqttConnect(b.url);
+    const got = collect(sub);
+    await sub.subscribeAsync("u/1");
+    await sub.unsubscribeAsync("u/1");
+    const pub = await mqttConnect(b.url);
+    await pub.publishAsync("u/1", "x", { qos: 1 });
+    await delay(150);
+    assert.equal(got.length, 0);
+    assert.equal(b.broker.tree.size, 0);
+    await Promise.all([mqttEnd(sub), mqttEnd(pub)]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("persistent session: queued QoS 1 delivered on reconnect, session present set", async () => {
+  const b = await startBroker();
+  try {
+    const sub = await mqttConnect(b.url, { clientId: "persist-1", clean: false });
+    await sub.subscribeAsync("q/#", { qos: 1 });
+    await mqttEnd(sub);
+    const pub = await mqttConnect(b.url);
+    for (let i = 0; i < 5; i++) await pub.publishAsync("q/x", `m${i}`, { qos: 1 });
+    await pub.publishAsync("q/x", "qos0-dropped-offline", { qos: 0 });
+    await mqttEnd(pub);
+    // Handlers are attached before CONNACK: the queued messages follow it in the same TCP segment.
+    const againClient = mqtt.connect(b.url, { clientId: "persist-1", clean: false, reconnectPeriod: 0 });
+    const got = collect(againClient);
+    const present = await new Promise<boolean>((resolve, reject) => {
+      againClient.once("connect", (ack) => resolve(ack.sessionPresent));
+      againClient.once("error", reject);
+    });
+    const again = { client: againClient, present };
+    assert.equal(again.present, true);
+    await waitFor(() => got.length === 5, "5 queued messages");
+    await delay(100);
+    assert.deepEqual(got.map((m) => m.payload), ["m0", "m1", "m2", "m3", "m4"]);
+    await mqttEnd(again.client);
+    // A clean connect discards the session.
+    const clean = await RawClient.connect(b.port, { clientId: "persist-1", clean: true });
+    assert.equal(b.broker.sessions.get("persist-1")?.subscriptions.size, 0);
+    await clean.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("unacknowledged QoS 1 is redelivered with DUP on reconnect", async () => {
+  const b = await startBroker();
+  try {
+    const sub = await RawClient.connect(b.port, { clientId: "dup-1", clean: false });
+    sub.send({
+      type: 8,
+      packetId: 1,
+      subscriptions: [{ topicFilter: "d", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+    });
+    await sub.expect(9);
+    const pub = await mqttConnect(b.url);
+    await pub.publishAsync("d", "payload", { qos: 1 });
+    const first = await sub.expect(3) as PublishPacket;
+    assert.equal(first.dup, false);
+    await sub.close(); // no PUBACK
+    const again = await RawClient.open(b.port);
+    again.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: false, keepAlive: 30, clientId: "dup-1" });
+    const connack = await again.expect(2) as { sessionPresent: boolean };
+    assert.equal(connack.sessionPresent, true);
+    const redelivered = await again.expect(3) as PublishPacket;
+    assert.equal(redelivered.dup, true);
+    assert.equal(redelivered.packetId, first.packetId);
+    assert.equal(td(redelivered.payload), "payload");
+    again.send({ type: 4, packetId: redelivered.packetId! });
+    await waitFor(() => b.broker.sessions.get("dup-1")!.inflight.size === 0, "ack processed");
+    await mqttEnd(pub);
+    await again.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("QoS 2 inbound is exactly once: a resent PUBLISH with the same id is not delivered twice", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 } });
+  try {
+    const sub = await mqttConnect(b.url);
+    const got = collect(sub);
+    await sub.subscribeAsync("e/1", { qos: 2 });
+    const pub = await RawClient.connect(b.port);
+    const msg = { type: 3, topic: "e/1", payload: te("once"), qos: 2, retain: false, dup: false, packetId: 9 } as const;
+    pub.send(msg);
+    await pub.expect(5);
+    pub.send({ ...msg, dup: true });
+    await pub.expect(5);
+    pub.send({ type: 6, packetId: 9 });
+    await pub.expect(7);
+    await delay(150);
+    assert.equal(got.length, 1);
+    await mqttEnd(sub);
+    await pub.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("will: published on abnormal close, not after DISCONNECT; QoS and retain honoured", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 } });
+  try {
+    const watcher = await mqttConnect(b.url);
+    const got = collect(watcher);
+    await watcher.subscribeAsync("wills/#", { qos: 1 });
+    const will = { topic: "wills/a", payload: te("gone"), qos: 1 as const, retain: true };
+    const a = await RawClient.connect(b.port, { clientId: "will-a", will });
+    await a.close(); // abnormal
+    await waitFor(() => got.length === 1, "will of a");
+    assert.equal(got[0].payload, "gone");
+    assert.equal(got[0].packet.qos, 1);
+    assert.equal(b.broker.retained.get("wills/a")?.payload.length, 4);
+    const c = await RawClient.connect(b.port, { clientId: "will-c", will: { ...will, topic: "wills/c" } });
+    c.send({ type: 14 });
+    await c.expectClosed();
+    await delay(150);
+    assert.equal(got.length, 1);
+    await mqttEnd(watcher);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("keep-alive: a silent client is closed after 1.5x and its will published", async () => {
+  const b = await startBroker();
+  try {
+    const watcher = await mqttConnect(b.url);
+    const got = collect(watcher);
+    await watcher.subscribeAsync("ka/#");
+    const silent = await RawClient.connect(b.port, {
+      keepAlive: 1,
+      will: { topic: "ka/dead", payload: te("x"), qos: 0, retain: false },
+    });
+    await silent.expectClosed(4000);
+    await waitFor(() => got.length === 1, "keep-alive will");
+    await mqttEnd(watcher);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("takeover: a second connection with the same client id closes the first and publishes its will", async () => {
+  const b = await startBroker();
+  try {
+    const watcher = await mqttConnect(b.url);
+    const got = collect(watcher);
+    await watcher.subscribeAsync("to/#");
+    const first = await RawClient.connect(b.port, {
+      clientId: "same",
+      will: { topic: "to/will", payload: te("first"), qos: 0, retain: false },
+    });
+    const second = await RawClient.connect(b.port, { clientId: "same" });
+    await first.expectClosed();
+    await waitFor(() => got.length === 1, "will of the taken-over connection");
+    assert.equal(b.broker.clients.size, 2);
+    second.send({ type: 12 });
+    await second.expect(13);
+    await second.close();
+    await mqttEnd(watcher);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("client id rules: empty id needs clean session (3.1.1 return code 2)", async () => {
+  const b = await startBroker();
+  try {
+    const refused = await RawClient.open(b.port);
+    refused.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: false, keepAlive: 10, clientId: "" });
+    const ack = await refused.expect(2) as { reasonCode: number };
+    assert.equal(ack.reasonCode, 2);
+    await refused.expectClosed();
+    const ok = await RawClient.connect(b.port, { clientId: "", clean: true });
+    ok.send({ type: 12 });
+    await ok.expect(13);
+    await ok.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("MQTT 3.1 (MQIsdp, level 3) clients connect and exchange messages", async () => {
+  const b = await startBroker();
+  try {
+    const sub = await RawClient.connect(b.port, { version: 3, clientId: "v31" });
+    sub.send({
+      type: 8,
+      packetId: 1,
+      subscriptions: [{ topicFilter: "v3", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+    });
+    await sub.expect(9);
+    const pub = await mqttConnect(b.url, { protocolVersion: 3, protocolId: "MQIsdp" });
+    await pub.publishAsync("v3", "old", { qos: 1 });
+    const p = await sub.expect(3) as PublishPacket;
+    assert.equal(td(p.payload), "old");
+    await mqttEnd(pub);
+    await sub.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("max_clients: the next client gets CONNACK server unavailable", async () => {
+  const b = await startBroker({ server: { max_clients: 2 } });
+  try {
+    const a = await RawClient.connect(b.port);
+    const c = await RawClient.connect(b.port);
+    const third = await RawClient.open(b.port);
+    third.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: true, keepAlive: 10, clientId: "third" });
+    const ack = await third.expect(2) as { reasonCode: number };
+    assert.equal(ack.reasonCode, 3);
+    await third.expectClosed();
+    await Promise.all([a.close(), c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("connect timeout: a socket that never sends CONNECT is closed", async () => {
+  const b = await startBroker({ server: { connect_timeout: 1 } });
+  try {
+    const idle = await RawClient.open(b.port);
+    await idle.expectClosed(4000);
+  } finally {
+    await b.stop();
+  }
+});

@@ -1,0 +1,257 @@
+/**
+ * Test helpers: an in-process broker on a free port, a raw MQTT client over a real socket (our codec),
+ * MQTT.js clients, and waiting utilities. Every helper cleans up what it starts.
+ *
+ * @module
+ */
+
+import mqtt from "mqtt";
+import { Broker } from "../src/broker/broker.ts";
+import { defaultConfig } from "../src/config/schema.ts";
+import type { Config } from "../src/config/types.ts";
+import { createLogger } from "../src/log.ts";
+import { PacketDecoder } from "../src/mqtt/decode.ts";
+import { encode } from "../src/mqtt/encode.ts";
+import type { Packet, ProtocolVersion } from "../src/mqtt/types.ts";
+import type { Store } from "../src/store/store.ts";
+
+/** Nested partial of the config, for overrides. */
+export type ConfigOverrides = { [S in keyof Config]?: Config[S] extends unknown[] ? Config[S] : Partial<Config[S]> };
+
+/** A broker running inside the test process. */
+export interface TestBroker {
+  broker: Broker;
+  port: number;
+  config: Config;
+  /** Log lines written so far. */
+  logs: string[];
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Builds a config for tests: free ports, memory store, quiet logs, no $SYS timer unless asked. */
+export function testConfig(overrides: ConfigOverrides = {}): Config {
+  const config = defaultConfig();
+  config.server.port = 0;
+  config.metrics.enabled = false;
+  config.metrics.port = 0;
+  config.storage.backend = "memory";
+  config.sys.interval = 0;
+  config.log.level = "debug";
+  for (const [section, values] of Object.entries(overrides)) {
+    if (Array.isArray(values)) (config as unknown as Record<string, unknown>)[section] = values;
+    else Object.assign((config as unknown as Record<string, Record<string, unknown>>)[section], values);
+  }
+  return config;
+}
+
+/** Starts a broker in this process on a free port. */
+export async function startBroker(overrides: ConfigOverrides = {}, store?: Store): Promise<TestBroker> {
+  const config = testConfig(overrides);
+  const logs: string[] = [];
+  const logger = createLogger({ level: config.log.level, format: "text", write: (line) => logs.push(line) });
+  const broker = new Broker({ config, store: store ?? nullStore(), logger });
+  await broker.start();
+  const port = broker.addresses[0].port;
+  let stopped = false;
+  return {
+    broker,
+    port,
+    config,
+    logs,
+    url: `mqtt://127.0.0.1:${port}`,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await broker.stop();
+    },
+  };
+}
+
+/** Sleeps. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `cond` until it is true or `timeoutMs` passes (then throws with `what`). */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await delay(10);
+  }
+}
+
+/** A raw MQTT client over a real TCP socket, using our codec: for protocol-level tests. */
+export class RawClient {
+  readonly decoder: PacketDecoder;
+  readonly received: Packet[] = [];
+  closed = false;
+  #conn: Deno.TcpConn;
+  #reader: Promise<void>;
+  #waiters: (() => void)[] = [];
+  error?: unknown;
+
+  private constructor(conn: Deno.TcpConn, readonly version: ProtocolVersion) {
+    this.#conn = conn;
+    this.decoder = new PacketDecoder({ protocolVersion: version });
+    this.#reader = this.#read();
+  }
+
+  /** Opens a socket to the broker (no CONNECT sent). */
+  static async open(port: number, version: ProtocolVersion = 4): Promise<RawClient> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.setNoDelay(true);
+    return new RawClient(conn, version);
+  }
+
+  /** Opens a socket and completes CONNECT / CONNACK. */
+  static async connect(
+    port: number,
+    opts: { clientId?: string; version?: ProtocolVersion; clean?: boolean; keepAlive?: number } & Record<
+      string,
+      unknown
+    > = {},
+  ): Promise<RawClient> {
+    const version = opts.version ?? 4;
+    const c = await RawClient.open(port, version);
+    c.send({
+      type: 1,
+      protocolName: version === 3 ? "MQIsdp" : "MQTT",
+      protocolVersion: version,
+      clean: opts.clean ?? true,
+      keepAlive: opts.keepAlive ?? 60,
+      clientId: opts.clientId ?? `raw-${crypto.randomUUID().slice(0, 8)}`,
+      ...(opts as object),
+    } as Packet);
+    const connack = await c.expect(2);
+    if ((connack as { reasonCode: number }).reasonCode !== 0) {
+      throw new Error(`CONNACK refused: ${(connack as { reasonCode: number }).reasonCode}`);
+    }
+    return c;
+  }
+
+  async #read(): Promise<void> {
+    const buf = new Uint8Array(65536);
+    try {
+      while (true) {
+        const n = await this.#conn.read(buf);
+        if (n === null) break;
+        this.decoder.push(buf.subarray(0, n));
+        let p: Packet | null;
+        while ((p = this.decoder.next()) !== null) this.received.push(p);
+        this.#wake();
+      }
+    } catch (err) {
+      this.error = err;
+    }
+    this.closed = true;
+    this.#wake();
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  /** Sends a packet. */
+  send(packet: Packet): void {
+    this.sendBytes(encode(packet, this.version));
+  }
+
+  /** Sends raw bytes (for malformed input). */
+  async sendBytes(bytes: Uint8Array): Promise<void> {
+    let off = 0;
+    try {
+      while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
+    } catch {
+      // the broker may close on us: that is what many tests check
+    }
+  }
+
+  /** Waits until a packet of `type` arrives and removes it from `received`. */
+  async expect(type: number, timeoutMs = 3000): Promise<Packet> {
+    const end = Date.now() + timeoutMs;
+    while (true) {
+      const i = this.received.findIndex((p) => p.type === type);
+      if (i >= 0) return this.received.splice(i, 1)[0];
+      if (this.closed) throw new Error(`connection closed while waiting for packet type ${type}`);
+      const left = end - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for packet type ${type}; got ${JSON.stringify(this.received.map((p) => p.type))}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Waits until the broker closes the connection; throws if it stays open. */
+  async expectClosed(timeoutMs = 3000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!this.closed) {
+      if (Date.now() > end) throw new Error("connection still open");
+      await delay(10);
+    }
+  }
+
+  /** Asserts nothing of `type` arrives within `ms`. */
+  async expectNone(type: number, ms = 300): Promise<void> {
+    await delay(ms);
+    const p = this.received.find((x) => x.type === type);
+    if (p) throw new Error(`unexpected packet ${JSON.stringify(p)}`);
+  }
+
+  /** Closes the socket without DISCONNECT (an abnormal end: the will is published). */
+  async close(): Promise<void> {
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+    await this.#reader;
+  }
+}
+
+/** Connects an MQTT.js client and waits for CONNACK. */
+export function mqttConnect(url: string, opts: mqtt.IClientOptions = {}): Promise<mqtt.MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts });
+    client.once("connect", () => resolve(client));
+    client.once("error", (err) => {
+      client.end(true);
+      reject(err);
+    });
+  });
+}
+
+/** Ends an MQTT.js client and waits for it. */
+export function mqttEnd(client: mqtt.MqttClient, force = false): Promise<void> {
+  return new Promise((resolve) => client.end(force, {}, () => resolve()));
+}
+
+/** Collects messages of an MQTT.js client. */
+export function collect(client: mqtt.MqttClient): { topic: string; payload: string; packet: mqtt.IPublishPacket }[] {
+  const out: { topic: string; payload: string; packet: mqtt.IPublishPacket }[] = [];
+  client.on("message", (topic, payload, packet) => out.push({ topic, payload: payload.toString(), packet }));
+  return out;
+}
+
+/** Text to bytes. */
+export const te = (s: string): Uint8Array => new TextEncoder().encode(s);
+/** Bytes to text. */
+export const td = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/** TEMP until src/store/mod.ts lands. */
+function nullStore(): Store {
+  return {
+    durable: false,
+    open: () => Promise.resolve(),
+    load: () => Promise.resolve({ sessions: [], retained: [], outbound: [], incoming: [] }),
+    apply: () => {},
+    flush: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+    stats: { commits: 0, mutations: 0, latencies: [], failures: 0 },
+  };
+}
