@@ -5,14 +5,15 @@
  * Why not a general client library: a benchmark client must not be the bottleneck. So writes are
  * coalesced (many packets, one `write`), reads land in one reusable buffer per connection, and a
  * PUBLISH is handed to the caller as offsets into that buffer instead of a decoded object. Every other
- * packet (CONNACK, SUBACK, PUBACK...) goes through the codec's {@link PacketDecoder}, so the framing
- * and the codec are cross-checked on every run; `decoder: "codec"` routes PUBLISH through it too.
+ * packet (CONNACK, SUBACK, PUBACK...) is decoded by the codec's `decodePacket`, so the framing and the
+ * codec are cross-checked on every run; `decoder: "codec"` feeds the whole stream to the codec's
+ * streaming {@link PacketDecoder} instead, PUBLISH included.
  *
  * @module
  */
 
 import { encode } from "../../src/mqtt/encode.ts";
-import { PacketDecoder } from "../../src/mqtt/decode.ts";
+import { decodePacket, PacketDecoder } from "../../src/mqtt/decode.ts";
 import {
   type ConnackPacket,
   type Packet,
@@ -144,7 +145,7 @@ interface Waiter {
   match: (p: Packet) => boolean;
   resolve: (p: Packet) => void;
   reject: (e: Error) => void;
-  timer: number;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 /** One MQTT connection of the load generator. */
@@ -307,8 +308,8 @@ export class BenchClient {
         if (n === null) break;
         this.readAt = performance.now();
         if (this.#mode === "codec") {
-          // The decoder may keep a reference to the chunk until a packet completes: give it a copy.
-          this.#decoder.push(this.#buf.slice(0, n));
+          // The decoder copies what it keeps once drained, so the read buffer can be pushed as is.
+          this.#decoder.push(this.#buf.subarray(0, n));
           for (let p = this.#decoder.next(); p !== null; p = this.#decoder.next()) this.#dispatch(p);
           this.handlers.onChunkEnd?.();
           continue;
@@ -374,10 +375,7 @@ export class BenchClient {
       if (first >> 4 === PacketType.PUBLISH) {
         this.#fastPublish(first, i, frameEnd);
       } else {
-        this.#decoder.push(buf.slice(start, frameEnd));
-        const p = this.#decoder.next();
-        if (p === null) throw new Error(`codec returned no packet for a complete frame (type ${first >> 4})`);
-        this.#dispatch(p);
+        this.#dispatch(decodePacket(buf.subarray(start, frameEnd), this.version));
       }
       start = frameEnd;
     }

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { encode } from "../../src/mqtt/encode.ts";
+import { encode, encodePublish, publishPacketIdOffset } from "../../src/mqtt/encode.ts";
 import { PacketType, type ProtocolVersion, type QoS } from "../../src/mqtt/types.ts";
 import { STAMP_BYTES, writeStamp } from "./delivery.ts";
 
@@ -38,7 +38,7 @@ export class PublishTemplate {
       throw new RangeError(`payload size must be at least ${STAMP_BYTES} bytes for the stamp, got ${payloadSize}`);
     }
     this.qos = qos;
-    this.bytes = encode({
+    this.bytes = encodePublish({
       type: PacketType.PUBLISH,
       topic,
       payload: new Uint8Array(payloadSize),
@@ -50,10 +50,10 @@ export class PublishTemplate {
     this.payloadOffset = this.bytes.length - payloadSize;
     const topicBytes = new TextEncoder().encode(topic).length;
     const afterTopic = fixedHeaderLength(this.bytes) + 2 + topicBytes;
-    this.packetIdOffset = qos > 0 ? afterTopic : -1;
+    this.packetIdOffset = qos > 0 ? publishPacketIdOffset(this.bytes) : -1;
     // §3.3.2: topic, then packet id (QoS > 0), then properties (MQTT 5), then the payload.
-    if (qos > 0 && (this.bytes[afterTopic] !== 0 || this.bytes[afterTopic + 1] !== 1)) {
-      throw new Error(`encoded PUBLISH for "${topic}" has no packet id 1 at offset ${afterTopic}`);
+    if (qos > 0 && (this.bytes[this.packetIdOffset] !== 0 || this.bytes[this.packetIdOffset + 1] !== 1)) {
+      throw new Error(`encoded PUBLISH for "${topic}" has no packet id 1 at offset ${this.packetIdOffset}`);
     }
     if (this.payloadOffset < afterTopic + (qos > 0 ? 2 : 0)) {
       throw new Error(`encoded PUBLISH for "${topic}" is shorter than its header (${this.bytes.length} bytes)`);

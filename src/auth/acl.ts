@@ -25,9 +25,10 @@
  *
  * `topic ACCESS FILTER` and `pattern ACCESS FILTER`: ACCESS is one of `read`, `write`, `readwrite` or
  * `deny`; FILTER is an MQTT topic filter (`+` one level, `#` the rest) and may contain spaces. When the
- * filter is a single word, ACCESS may be left out and means `readwrite`. In FILTER, a `#` preceded by
- * white space starts a trailing comment (a valid filter never has one there); `user` lines take the
- * rest of the line verbatim, so a username may contain spaces and `#`.
+ * filter is a single word, ACCESS may be left out and means `readwrite`. After the first character of
+ * FILTER, a `#` preceded by white space starts a trailing comment (a valid filter never has one there,
+ * so `topic read # # all` grants `#`); `user` lines take the rest of the line verbatim, so a username
+ * may contain spaces and `#`.
  *
  * Decisions: an action is allowed when at least one rule grants it and no `deny` rule matches (deny
  * wins). A client that no rule grants is denied. A filter starting with a wildcard does not match topics

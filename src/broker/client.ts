@@ -15,6 +15,8 @@ import type { Transport } from "../transport/connection.ts";
 import type { Broker } from "./broker.ts";
 import type { Session } from "./session.ts";
 
+const UNACCEPTABLE_PROTOCOL_CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x01]);
+
 /** Lifecycle of a connection. */
 export type ClientState = "connecting" | "connected" | "closed";
 
@@ -90,12 +92,10 @@ export class Client {
       if (this.state !== "closed") this.closeReason ||= "connection closed by peer";
     } catch (err) {
       if (err instanceof MqttError) {
-        broker.logger.warn("protocol violation, closing connection", {
-          client_id: this.clientId || undefined,
-          addr: this.transport.remoteAddr,
-          reason: reasonName(err.reasonCode),
-          error: err.message,
-        });
+        if (this.state === "connecting" && err.reasonCode === ReasonCode.UnsupportedProtocolVersion) {
+          // §3.1.2.2: answer an unknown protocol level with return code 1 in the 3.1.1 CONNACK format.
+          this.transport.write(UNACCEPTABLE_PROTOCOL_CONNACK);
+        }
         this.disconnect(err.reasonCode, err.message);
       } else {
         broker.logger.error("connection handler failed", {
@@ -144,6 +144,14 @@ export class Client {
       }
     }
     this.closeReason ||= `${reasonName(reasonCode)}: ${reason}`;
+    const routine = reasonCode === ReasonCode.ServerShuttingDown || reasonCode === ReasonCode.SessionTakenOver ||
+      reasonCode === ReasonCode.KeepAliveTimeout;
+    this.broker.logger[routine ? "info" : "warn"]("disconnecting client", {
+      client_id: this.clientId || undefined,
+      addr: this.transport.remoteAddr,
+      reason: reasonName(reasonCode),
+      detail: reason,
+    });
     this.close(this.closeReason);
   }
 

@@ -15,6 +15,7 @@ import type {
   StoreStats,
 } from "./store.ts";
 import { StoreError } from "./store.ts";
+import { compareIncoming, compareOutbound } from "./order.ts";
 import { validateOp } from "./validate.ts";
 
 /** A {@link Store} kept in Maps. `durable` is false and {@link MemoryStore.flush} resolves at once. */
@@ -44,8 +45,10 @@ export class MemoryStore implements Store {
     for (const records of this.#outbound.values()) for (const r of records.values()) outbound.push(r);
     outbound.sort(compareOutbound);
     const incoming: { clientId: string; packetId: number }[] = [];
-    for (const [clientId, ids] of this.#incoming) for (const packetId of ids) incoming.push({ clientId, packetId });
-    incoming.sort((a, b) => compareStrings(a.clientId, b.clientId) || a.packetId - b.packetId);
+    for (const [clientId, ids] of this.#incoming) {
+      for (const packetId of ids) incoming.push({ clientId, packetId });
+    }
+    incoming.sort(compareIncoming);
     return Promise.resolve(structuredClone({
       sessions: [...this.#sessions.values()],
       retained: [...this.#retained.values()],
@@ -114,14 +117,4 @@ export class MemoryStore implements Store {
     this.#open = false;
     return Promise.resolve();
   }
-}
-
-/** Orders strings by UTF-16 code units, the order `load()` promises for outbound records. */
-export function compareStrings(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Orders outbound records by clientId, then seq. */
-export function compareOutbound(a: OutboundRecord, b: OutboundRecord): number {
-  return compareStrings(a.clientId, b.clientId) || a.seq - b.seq;
 }

@@ -372,7 +372,9 @@ const O_MESSAGE = 0x02;
 /** Encodes an outbound (queued or in-flight) record. */
 export function encodeOutbound(o: OutboundRecord): Uint8Array {
   const state = OUTBOUND_STATES.indexOf(o.state);
-  if (state < 0) throw new TypeError(`outbound ${o.clientId}/${o.seq}: unknown state ${JSON.stringify(o.state)}`);
+  if (state < 0) {
+    throw new TypeError(`outbound ${o.clientId}/${o.seq}: unknown state ${JSON.stringify(o.state)}`);
+  }
   const w = new Writer(32 + o.clientId.length * 3 + (o.message ? messageSizeHint(o.message) : 0));
   w.u8(TAG_RECORD);
   w.string(o.clientId);

@@ -16,9 +16,13 @@ function checkClientId(op: StoreOp, clientId: unknown): void {
 }
 
 function checkMessage(op: StoreOp, m: StoredMessage | undefined): void {
-  if (m === undefined || m === null || typeof m !== "object") return fail(op, "message must be an object, got", m);
+  if (m === undefined || m === null || typeof m !== "object") {
+    return fail(op, "message must be an object, got", m);
+  }
   if (typeof m.topic !== "string") fail(op, "message.topic must be a string, got", m.topic);
-  if (!(m.payload instanceof Uint8Array)) fail(op, "message.payload must be a Uint8Array, got", typeof m.payload);
+  if (!(m.payload instanceof Uint8Array)) {
+    fail(op, "message.payload must be a Uint8Array, got", typeof m.payload);
+  }
   if (m.qos !== 0 && m.qos !== 1 && m.qos !== 2) fail(op, "message.qos must be 0, 1 or 2, got", m.qos);
   if (typeof m.receivedAt !== "number") fail(op, "message.receivedAt must be a number, got", m.receivedAt);
 }
@@ -45,7 +49,9 @@ export function validateOp(op: StoreOp): void {
       const s = op.session;
       if (s === null || typeof s !== "object") return fail(op, "session must be an object, got", s);
       checkClientId(op, s.clientId);
-      if (!Array.isArray(s.subscriptions)) fail(op, "session.subscriptions must be an array, got", s.subscriptions);
+      if (!Array.isArray(s.subscriptions)) {
+        fail(op, "session.subscriptions must be an array, got", s.subscriptions);
+      }
       if (!Number.isSafeInteger(s.expiryInterval) || s.expiryInterval < 0) {
         fail(op, "session.expiryInterval must be a non-negative integer, got", s.expiryInterval);
       }

@@ -21,7 +21,10 @@ export interface Transport {
   readonly closed: boolean;
   /** The peer's TLS client certificate common name, when mutual TLS verified one. */
   readonly peerCommonName?: string;
-  /** Chunks as they arrive; each chunk is valid only until the next one is requested. */
+  /**
+   * Chunks as they arrive; each chunk is valid only until the next one is requested. The consumer must call
+   * {@link close} when it stops iterating.
+   */
   chunks(): AsyncIterableIterator<Uint8Array>;
   /** Queues bytes to send (copied). Flushed at the end of the current microtask. */
   write(bytes: Uint8Array): void;
@@ -87,7 +90,8 @@ export class StreamTransport implements Transport {
         if (n === buf.length && buf.length < MAX_READ) buf = new Uint8Array(buf.length * 2);
       }
     } finally {
-      this.#destroy();
+      // End of stream, or the consumer stopped reading: the consumer closes us (gracefully, so a CONNACK
+      // or DISCONNECT it queues on its way out still goes to the peer).
     }
   }
 

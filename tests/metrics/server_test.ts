@@ -85,7 +85,7 @@ Deno.test("a render error becomes a 500 and is reported to onError", async () =>
   }
 });
 
-Deno.test("a busy port fails with a one-line message naming port and host", async () => {
+Deno.test("a busy port fails with a one-line message naming port and host", () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   try {

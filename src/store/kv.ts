@@ -1,0 +1,684 @@
+/**
+ * The durable store on Deno KV, with group commit.
+ *
+ * `apply()` encodes the record (so later changes by the caller cannot leak in) and folds it into the
+ * current batch: a map from key to its last value, so several writes of one key cost one mutation, and
+ * a key written and deleted in the same batch that was not in the database before costs nothing. That
+ * last rule is what makes QoS 1 to an online persistent subscriber cheap: the in-flight record and its
+ * PUBACK usually meet in one batch. One batch is committed at a time; ops applied meanwhile go into the
+ * next batch, so batches grow with load and the number of commits does not.
+ *
+ * To know whether a key exists without reading it, the store keeps the set of outbound and inbound keys
+ * it knows to be in the database (filled by `load()`, or empty for a new database). Until it knows, and
+ * after a failed commit, it assumes every key may exist and always writes the delete.
+ *
+ * Key layout and chunking: see `kv_layout.ts`. Record encoding: see `record_codec.ts`.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { acquireFileLock, type FileLock } from "./file_lock.ts";
+import {
+  AtomicLimits,
+  Bucket,
+  type BucketPrefix,
+  CHUNK_SIZE,
+  INLINE_MAX,
+  keySize,
+  type NamePart,
+  namePart,
+  namePartId,
+} from "./kv_layout.ts";
+import { compareIncoming, compareOutbound } from "./order.ts";
+import {
+  crc32,
+  decodeChunkHeader,
+  decodeIncoming,
+  decodeOutbound,
+  decodeRetained,
+  decodeSession,
+  encodeChunkHeader,
+  encodeIncoming,
+  encodeOutbound,
+  encodeRetained,
+  encodeSession,
+  TAG_CHUNKED,
+} from "./record_codec.ts";
+import type { RestoredState, Store, StoreOp, StoreStats } from "./store.ts";
+import { StoreError } from "./store.ts";
+import { validateOp } from "./validate.ts";
+
+/** Options for {@link KvStore}. */
+export interface KvStoreOptions {
+  /** The database file (`storage.path`); its directory is created. ":memory:" opens a throw-away database. */
+  path: string;
+  /** Opens the database; defaults to `Deno.openKv`. Tests use it to reach the handle. */
+  openKv?: (path: string) => Promise<Deno.Kv>;
+}
+
+/** The last write of one key in a batch. */
+interface Entry {
+  key: Deno.KvKey;
+  keyBytes: number;
+  /** The encoded record, or null for a delete. */
+  value: Uint8Array | null;
+  /** The key may be in the database at the start of the batch (a delete must then be written). */
+  existed: boolean;
+  /** Chunk sub-keys that may be in the database at the start of the batch. */
+  chunks: number;
+  /** For outbound / inbound keys: the owning client's name id, and the key's id within it. */
+  owner?: string;
+  sub?: string;
+}
+
+/** Ops applied between two commits, and the promise their flush() callers wait on. */
+interface Batch {
+  entries: Map<string, Entry>;
+  /** Entry ids per owning client, so session.delete can turn them into deletes. */
+  owned: Map<string, string[]>;
+  /** Clients whose session was deleted: their committed keys are listed and deleted at commit time. */
+  sessionDeletes: Map<string, NamePart>;
+  ops: number;
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+/** One physical mutation. */
+interface Mutation {
+  key: Deno.KvKey;
+  value: Uint8Array | null;
+  /** Bytes counted against the atomic's total mutation size. */
+  bytes: number;
+  /** Bytes counted against the atomic's key budget (sets only). */
+  setKeyBytes: number;
+}
+
+/** Latencies kept when the metrics module does not drain them. */
+const MAX_LATENCIES = 10_000;
+
+/** A {@link Store} on Deno KV (see the module comment). */
+export class KvStore implements Store {
+  /** flush() resolves once the data is committed to the database file. */
+  readonly durable = true;
+  /** Commits (atomic writes), physical mutations, commit latencies (s), failed batches. */
+  readonly stats: StoreStats = { commits: 0, mutations: 0, latencies: [], failures: 0 };
+
+  readonly #path: string;
+  readonly #openKv: (path: string) => Promise<Deno.Kv>;
+  #kv: Deno.Kv | undefined;
+  #lock: FileLock | undefined;
+  #closed = false;
+
+  /** The batch collecting new ops. */
+  #current: Batch | undefined;
+  /** The batch being committed. */
+  #committing: Batch | undefined;
+  #draining = false;
+  /** Batches sealed so far: load() uses it to notice writes that raced with it. */
+  #sealed = 0;
+
+  /** True when {@link KvStore.#known} lists every outbound / inbound key in the database. */
+  #exact = false;
+  /** Outbound / inbound keys in the database once sealed batches commit: owner id -> key ids. */
+  #known = new Map<string, Set<string>>();
+  /** Chunked records in the database once sealed batches commit: entry id -> chunk count. */
+  #chunked = new Map<string, number>();
+
+  constructor(options: KvStoreOptions) {
+    this.#path = options.path;
+    this.#openKv = options.openKv ?? ((path) => Deno.openKv(path));
+  }
+
+  /**
+   * Creates the directory, takes the lock and opens the database.
+   *
+   * @throws StoreError `storage.path <path> is locked by another running broker (pid N)`, or a message
+   *   naming the path when it cannot be created or opened.
+   */
+  async open(): Promise<void> {
+    if (this.#kv !== undefined) throw new StoreError(`storage.path ${this.#path} is already open`);
+    if (this.#closed) {
+      throw new StoreError(`storage.path ${this.#path}: this store was closed; create a new one`);
+    }
+    const label = `storage.path ${this.#path}`;
+    let lock: FileLock | undefined;
+    if (this.#path !== ":memory:") {
+      try {
+        await Deno.mkdir(dirname(this.#path), { recursive: true });
+      } catch (e) {
+        throw new StoreError(`cannot create the directory of ${label}: ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
+      lock = await acquireFileLock(`${this.#path}.lock`, label);
+    }
+    let kv: Deno.Kv;
+    try {
+      kv = await this.#openKv(this.#path);
+    } catch (e) {
+      await lock?.release();
+      throw new StoreError(`cannot open ${label}: ${(e as Error).message}`, { cause: e });
+    }
+    this.#kv = kv;
+    this.#lock = lock;
+    // A new, empty database holds no key a delete could be needed for.
+    let empty = true;
+    for await (const _ of kv.list({ prefix: [] }, { limit: 1 })) empty = false;
+    this.#exact = empty;
+  }
+
+  /**
+   * Reads the four buckets back, reassembling chunked records; outbound ordered by clientId then seq.
+   * Chunks left without a record (a crash in the middle of a write too large for one commit) are deleted.
+   *
+   * @throws StoreError naming the key when a record cannot be decoded.
+   */
+  async load(): Promise<RestoredState> {
+    const kv = this.#requireOpen("load");
+    await this.flush().catch(() => {}); // a failed batch was reported to its flush() callers
+    const sealedBefore = this.#sealed;
+    const known = new Map<string, Set<string>>();
+    const chunked = new Map<string, number>();
+    const garbage: Deno.KvKey[] = [];
+    const state: RestoredState = { sessions: [], retained: [], outbound: [], incoming: [] };
+
+    const read = async (
+      bucket: BucketPrefix,
+      parentLength: number,
+      onRecord: (key: Deno.KvKey, v: Uint8Array) => void,
+    ) => {
+      for await (const r of readRecords(kv, bucket, parentLength, garbage)) {
+        try {
+          onRecord(r.key, r.value);
+        } catch (e) {
+          throw new StoreError(
+            `storage.path ${this.#path}: cannot decode the record at key ${formatKey(r.key)}: ${
+              (e as Error).message
+            }`,
+            { cause: e },
+          );
+        }
+        if (r.chunks > 0) chunked.set(entryIdOfKey(r.key), r.chunks);
+      }
+    };
+    const remember = (key: Deno.KvKey, sub: string) => {
+      const owner = namePartId(key[1] as NamePart);
+      let subs = known.get(owner);
+      if (subs === undefined) known.set(owner, subs = new Set());
+      subs.add(sub);
+    };
+
+    await read(Bucket.session, 2, (_, v) => state.sessions.push(decodeSession(v)));
+    await read(Bucket.retained, 2, (_, v) => state.retained.push(decodeRetained(v)));
+    await read(Bucket.outbound, 3, (key, v) => {
+      state.outbound.push(decodeOutbound(v));
+      remember(key, Bucket.outbound + String(key[2]));
+    });
+    await read(Bucket.incoming, 3, (key, v) => {
+      state.incoming.push({ clientId: decodeIncoming(v), packetId: key[2] as number });
+      remember(key, Bucket.incoming + String(key[2]));
+    });
+    // Hashed client ids do not sort by the id itself.
+    state.outbound.sort(compareOutbound);
+    state.incoming.sort(compareIncoming);
+
+    for (let i = 0; i < garbage.length; i += 500) {
+      const atomic = kv.atomic();
+      for (const key of garbage.slice(i, i + 500)) atomic.delete(key);
+      await atomic.commit();
+    }
+    // Only trust the listing if no batch was sealed while it ran.
+    if (this.#sealed === sealedBefore && this.#current === undefined) {
+      this.#known = known;
+      this.#chunked = chunked;
+      this.#exact = true;
+    }
+    return state;
+  }
+
+  /**
+   * Folds `op` into the current batch and schedules a commit if none is running.
+   *
+   * @throws TypeError for a malformed op; StoreError when the store is not open.
+   */
+  apply(op: StoreOp): void {
+    if (this.#kv === undefined) {
+      throw new StoreError(`cannot apply ${op.op}: storage.path ${this.#path} is not open`);
+    }
+    validateOp(op);
+    const batch = this.#current ??= newBatch();
+    switch (op.op) {
+      case "session.put": {
+        const part = namePart(op.session.clientId);
+        const key = [Bucket.session, part];
+        this.#touch(batch, entryId(Bucket.session, namePartId(part)), key, encodeSession(op.session));
+        break;
+      }
+      case "session.delete": {
+        const part = namePart(op.clientId);
+        const owner = namePartId(part);
+        this.#touch(batch, entryId(Bucket.session, owner), [Bucket.session, part], null);
+        // Everything the client owned so far in this batch goes; what is committed is listed at commit.
+        for (const id of batch.owned.get(owner) ?? []) batch.entries.get(id)!.value = null;
+        batch.sessionDeletes.set(owner, part);
+        break;
+      }
+      case "retained.put": {
+        const part = namePart(op.message.topic);
+        const key = [Bucket.retained, part];
+        this.#touch(batch, entryId(Bucket.retained, namePartId(part)), key, encodeRetained(op.message));
+        break;
+      }
+      case "retained.delete": {
+        const part = namePart(op.topic);
+        this.#touch(batch, entryId(Bucket.retained, namePartId(part)), [Bucket.retained, part], null);
+        break;
+      }
+      case "outbound.put":
+        this.#touchOwned(
+          batch,
+          Bucket.outbound,
+          op.record.clientId,
+          op.record.seq,
+          encodeOutbound(op.record),
+        );
+        break;
+      case "outbound.delete":
+        this.#touchOwned(batch, Bucket.outbound, op.clientId, op.seq, null);
+        break;
+      case "incoming.put":
+        this.#touchOwned(batch, Bucket.incoming, op.clientId, op.packetId, encodeIncoming(op.clientId));
+        break;
+      case "incoming.delete":
+        this.#touchOwned(batch, Bucket.incoming, op.clientId, op.packetId, null);
+        break;
+    }
+    batch.ops++;
+    if (!this.#draining) {
+      this.#draining = true;
+      queueMicrotask(() => void this.#drain());
+    }
+  }
+
+  /**
+   * The promise of the batch holding the latest op: it resolves when that op and all before it are
+   * committed, and rejects with a StoreError when that batch's commit failed.
+   */
+  flush(): Promise<void> {
+    return (this.#current ?? this.#committing)?.promise ?? Promise.resolve();
+  }
+
+  /** Flushes, closes the database and releases the lock. Rejects if the final flush failed (after closing). */
+  async close(): Promise<void> {
+    if (this.#kv === undefined) return;
+    let failure: unknown;
+    try {
+      await this.flush();
+    } catch (e) {
+      failure = e;
+    }
+    const kv = this.#kv;
+    this.#kv = undefined;
+    this.#closed = true;
+    try {
+      kv.close();
+    } catch {
+      // Already closed underneath us: nothing left to release.
+    }
+    await this.#lock?.release();
+    this.#lock = undefined;
+    if (failure !== undefined) throw failure;
+  }
+
+  #requireOpen(what: string): Deno.Kv {
+    if (this.#kv === undefined) {
+      throw new StoreError(`cannot ${what}: storage.path ${this.#path} is not open`);
+    }
+    return this.#kv;
+  }
+
+  #touch(
+    batch: Batch,
+    id: string,
+    key: Deno.KvKey,
+    value: Uint8Array | null,
+    owner?: string,
+    sub?: string,
+  ): void {
+    const entry = batch.entries.get(id);
+    if (entry !== undefined) {
+      entry.value = value;
+      return;
+    }
+    const existed = owner === undefined || !this.#exact || (this.#known.get(owner)?.has(sub!) ?? false);
+    batch.entries.set(id, {
+      key,
+      keyBytes: keySize(key),
+      value,
+      existed,
+      chunks: this.#chunked.get(id) ?? 0,
+      owner,
+      sub,
+    });
+    if (owner !== undefined) {
+      const ids = batch.owned.get(owner);
+      if (ids === undefined) batch.owned.set(owner, [id]);
+      else ids.push(id);
+    }
+  }
+
+  #touchOwned(
+    batch: Batch,
+    bucket: BucketPrefix,
+    clientId: string,
+    n: number,
+    value: Uint8Array | null,
+  ): void {
+    const part = namePart(clientId);
+    const owner = namePartId(part);
+    const sub = bucket + String(n);
+    this.#touch(batch, entryId(bucket, owner, n), [bucket, part, n], value, owner, sub);
+  }
+
+  /** Commits batches one after another until none is pending. Never throws. */
+  async #drain(): Promise<void> {
+    while (this.#current !== undefined) {
+      const batch = this.#current;
+      this.#current = undefined;
+      this.#committing = batch;
+      this.#seal(batch);
+      try {
+        await this.#write(batch);
+        batch.resolve();
+      } catch (e) {
+        this.stats.failures++;
+        // What reached the database is unknown now: stop assuming a key is absent.
+        this.#exact = false;
+        batch.reject(
+          e instanceof StoreError ? e : new StoreError(
+            `storage.path ${this.#path}: commit of a batch of ${batch.ops} ops failed: ${
+              (e as Error).message
+            }`,
+            { cause: e },
+          ),
+        );
+      }
+    }
+    this.#committing = undefined;
+    this.#draining = false;
+  }
+
+  /**
+   * Records the batch's outcome in #known / #chunked before any await, so ops applied while it commits
+   * see the database as it will be.
+   */
+  #seal(batch: Batch): void {
+    this.#sealed++;
+    for (const owner of batch.sessionDeletes.keys()) {
+      this.#known.delete(owner);
+      const prefixes = [entryId(Bucket.outbound, owner, ""), entryId(Bucket.incoming, owner, "")];
+      for (const id of this.#chunked.keys()) {
+        if (id.startsWith(prefixes[0]) || id.startsWith(prefixes[1])) this.#chunked.delete(id);
+      }
+    }
+    for (const [id, e] of batch.entries) {
+      if (e.owner !== undefined) {
+        let subs = this.#known.get(e.owner);
+        if (e.value !== null) {
+          if (subs === undefined) this.#known.set(e.owner, subs = new Set());
+          subs.add(e.sub!);
+        } else if (subs !== undefined) {
+          subs.delete(e.sub!);
+          if (subs.size === 0) this.#known.delete(e.owner);
+        }
+      }
+      const chunks = e.value !== null && e.value.length > INLINE_MAX
+        ? Math.ceil(e.value.length / CHUNK_SIZE)
+        : 0;
+      if (chunks > 0) this.#chunked.set(id, chunks);
+      else this.#chunked.delete(id);
+    }
+  }
+
+  /** Lists what deleted sessions own, then packs the batch into atomic commits and runs them in order. */
+  async #write(batch: Batch): Promise<void> {
+    const kv = this.#kv;
+    if (kv === undefined) throw new StoreError(`storage.path ${this.#path} was closed before the commit`);
+    for (const [owner, part] of batch.sessionDeletes) {
+      for (const bucket of [Bucket.outbound, Bucket.incoming]) {
+        for await (const { key } of kv.list({ prefix: [bucket, part] }, { batchSize: 1000 })) {
+          const parent = key.length === 4 ? key.slice(0, 3) : key;
+          const id = entryId(bucket, owner, parent[2] as number);
+          let entry = batch.entries.get(id);
+          if (entry === undefined) {
+            entry = { key: parent, keyBytes: keySize(parent), value: null, existed: true, chunks: 0 };
+            batch.entries.set(id, entry);
+          }
+          entry.existed = true;
+          if (key.length === 4) entry.chunks = Math.max(entry.chunks, (key[3] as number) + 1);
+        }
+      }
+    }
+    const atomics = pack(batch.entries.values());
+    for (let i = 0; i < atomics.length; i++) {
+      const atomic = kv.atomic();
+      for (const m of atomics[i]) {
+        if (m.value === null) atomic.delete(m.key);
+        else atomic.set(m.key, m.value);
+      }
+      const started = performance.now();
+      let result: Deno.KvCommitResult | Deno.KvCommitError;
+      try {
+        result = await atomic.commit();
+      } catch (e) {
+        throw new StoreError(
+          `storage.path ${this.#path}: atomic commit ${i + 1} of ${atomics.length} (${atomics[i].length} ` +
+            `mutations, batch of ${batch.ops} ops) failed: ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
+      if (!result.ok) {
+        throw new StoreError(
+          `storage.path ${this.#path}: atomic commit ${i + 1} of ${atomics.length} was refused`,
+        );
+      }
+      this.stats.commits++;
+      this.stats.mutations += atomics[i].length;
+      const latencies = this.stats.latencies;
+      latencies.push((performance.now() - started) / 1000);
+      if (latencies.length > MAX_LATENCIES) latencies.splice(0, latencies.length - MAX_LATENCIES / 2);
+    }
+  }
+}
+
+function newBatch(): Batch {
+  let resolve!: () => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // A batch nobody flushed (QoS 0 traffic) must not become an unhandled rejection that ends the process;
+  // callers of flush() still see the rejection on the same promise.
+  promise.catch(() => {});
+  return {
+    entries: new Map(),
+    owned: new Map(),
+    sessionDeletes: new Map(),
+    ops: 0,
+    promise,
+    resolve,
+    reject,
+  };
+}
+
+/** Identifies a record key within a batch: bucket, then name id, then seq / packet id. */
+function entryId(bucket: BucketPrefix, nameId: string, n?: number | string): string {
+  return n === undefined ? bucket + "\0" + nameId : bucket + "\0" + nameId + "\0" + n;
+}
+
+function entryIdOfKey(key: Deno.KvKey): string {
+  const bucket = key[0] as BucketPrefix;
+  const name = namePartId(key[1] as NamePart);
+  return key.length === 3 ? entryId(bucket, name, key[2] as number) : entryId(bucket, name);
+}
+
+function setMutation(key: Deno.KvKey, keyBytes: number, value: Uint8Array): Mutation {
+  return { key, value, bytes: 2 * keyBytes + value.length, setKeyBytes: keyBytes };
+}
+
+function deleteMutation(key: Deno.KvKey, keyBytes: number): Mutation {
+  return { key, value: null, bytes: 2 * keyBytes, setKeyBytes: 0 };
+}
+
+/** The mutations that take one key from its state at batch start to its last value. */
+function mutationsOf(e: Entry): Mutation[] {
+  const out: Mutation[] = [];
+  const chunkKeyBytes = e.keyBytes + 9;
+  const chunkKey = (i: number) => [...e.key, i];
+  if (e.value === null) {
+    if (!e.existed && e.chunks === 0) return out; // written and deleted within the batch: nothing to do
+    out.push(deleteMutation(e.key, e.keyBytes));
+    for (let i = 0; i < e.chunks; i++) out.push(deleteMutation(chunkKey(i), chunkKeyBytes));
+    return out;
+  }
+  if (e.value.length <= INLINE_MAX) {
+    out.push(setMutation(e.key, e.keyBytes, e.value));
+    for (let i = 0; i < e.chunks; i++) out.push(deleteMutation(chunkKey(i), chunkKeyBytes));
+    return out;
+  }
+  // Chunks first, header last: if the record needs more than one atomic commit and the process dies in
+  // between, load() finds the header missing or its CRC wrong and drops the pieces.
+  const count = Math.ceil(e.value.length / CHUNK_SIZE);
+  for (let i = 0; i < count; i++) {
+    out.push(setMutation(chunkKey(i), chunkKeyBytes, e.value.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE)));
+  }
+  for (let i = count; i < e.chunks; i++) out.push(deleteMutation(chunkKey(i), chunkKeyBytes));
+  const header = encodeChunkHeader({ count, length: e.value.length, crc: crc32(e.value) });
+  out.push(setMutation(e.key, e.keyBytes, header));
+  return out;
+}
+
+/**
+ * Packs the entries' mutations into atomic commits within {@link AtomicLimits}, in order. One record's
+ * mutations share a commit unless they cannot fit in an empty one.
+ */
+function pack(entries: Iterable<Entry>): Mutation[][] {
+  const atomics: Mutation[][] = [];
+  let current: Mutation[] = [];
+  let bytes = 0;
+  let setKeyBytes = 0;
+  const fits = (n: number, b: number, k: number) =>
+    current.length + n <= AtomicLimits.mutations && bytes + b <= AtomicLimits.totalBytes &&
+    setKeyBytes + k <= AtomicLimits.setKeyBytes;
+  const add = (m: Mutation) => {
+    current.push(m);
+    bytes += m.bytes;
+    setKeyBytes += m.setKeyBytes;
+  };
+  const cut = () => {
+    if (current.length > 0) atomics.push(current);
+    current = [];
+    bytes = 0;
+    setKeyBytes = 0;
+  };
+  for (const e of entries) {
+    const group = mutationsOf(e);
+    if (group.length === 0) continue;
+    let b = 0;
+    let k = 0;
+    for (const m of group) {
+      b += m.bytes;
+      k += m.setKeyBytes;
+    }
+    if (!fits(group.length, b, k)) cut();
+    for (const m of group) {
+      if (!fits(1, m.bytes, m.setKeyBytes)) cut();
+      add(m);
+    }
+  }
+  cut();
+  return atomics;
+}
+
+/** A record read back: its key, its bytes (reassembled if chunked) and how many chunks it had. */
+interface ReadRecord {
+  key: Deno.KvKey;
+  value: Uint8Array;
+  chunks: number;
+}
+
+/**
+ * Lists one bucket and yields its records, joining chunked ones. Chunks that belong to no complete record
+ * (orphans, torn writes) are added to `garbage`.
+ */
+async function* readRecords(
+  kv: Deno.Kv,
+  bucket: BucketPrefix,
+  parentLength: number,
+  garbage: Deno.KvKey[],
+): AsyncGenerator<ReadRecord> {
+  // A chunked record being assembled: sub-keys follow their parent directly in key order.
+  let pending:
+    | { key: Deno.KvKey; count: number; length: number; crc: number; parts: Uint8Array[] }
+    | undefined;
+  const finish = (): ReadRecord | undefined => {
+    if (pending === undefined) return undefined;
+    const p = pending;
+    pending = undefined;
+    const value = new Uint8Array(p.length);
+    let off = 0;
+    for (const part of p.parts) {
+      if (off + part.length > p.length) break;
+      value.set(part, off);
+      off += part.length;
+    }
+    if (p.parts.length === p.count && off === p.length && crc32(value) === p.crc) {
+      return { key: p.key, value, chunks: p.count };
+    }
+    garbage.push(p.key);
+    for (let i = 0; i < p.parts.length; i++) garbage.push([...p.key, i]);
+    return undefined;
+  };
+  for await (const { key, value } of kv.list<Uint8Array>({ prefix: [bucket] }, { batchSize: 1000 })) {
+    if (key.length === parentLength) {
+      const done = finish();
+      if (done) yield done;
+      if (!(value instanceof Uint8Array)) throw new StoreError(`unexpected value at key ${formatKey(key)}`);
+      if (value[0] === TAG_CHUNKED) {
+        const h = decodeChunkHeader(value);
+        pending = { key, count: h.count, length: h.length, crc: h.crc, parts: [] };
+      } else {
+        yield { key, value, chunks: 0 };
+      }
+    } else if (
+      key.length === parentLength + 1 && pending !== undefined &&
+      key[parentLength] === pending.parts.length &&
+      sameKey(key, pending.key, parentLength) && value instanceof Uint8Array
+    ) {
+      pending.parts.push(value);
+    } else {
+      // A chunk of an inline (rewritten) record, or beyond the header's count: left by a crash or failure.
+      garbage.push(key);
+    }
+  }
+  const done = finish();
+  if (done) yield done;
+}
+
+function sameKey(a: Deno.KvKey, b: Deno.KvKey, length: number): boolean {
+  for (let i = 0; i < length; i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x instanceof Uint8Array && y instanceof Uint8Array) {
+      if (x.length !== y.length || x.some((v, j) => v !== y[j])) return false;
+    } else if (x !== y) return false;
+  }
+  return true;
+}
+
+function formatKey(key: Deno.KvKey): string {
+  return "[" + key.map((p) => p instanceof Uint8Array ? namePartId(p) : JSON.stringify(p)).join(", ") + "]";
+}
