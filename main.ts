@@ -88,8 +88,10 @@ async function run(configPath: string | undefined, flags: CliFlags): Promise<num
     logger.error(`start-up failed: ${errorText(err)}`);
     return 1;
   }
+  // Signal handlers first: whoever reads the start-up lines may signal at once.
+  const stopped = serve(broker, logger, () => loadConfig(configPath, flags));
   logStartup(logger, config, broker);
-  return await serve(broker, logger, () => loadConfig(configPath, flags));
+  return await stopped;
 }
 
 /** What start-up bound and with which settings, one line each. */

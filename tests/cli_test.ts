@@ -201,3 +201,109 @@ Deno.test("main.ts passwd is dispatched to the passwd subcommand", async () => {
   assert.ok(stderr.startsWith("passwd: "), stderr);
   assert.ok(stderr.includes("usage"), stderr);
 });
+
+/** A running main.ts whose stderr is collected line by line. */
+class RunningMain {
+  readonly child: Deno.ChildProcess;
+  #text = "";
+  #done: Promise<void>;
+
+  constructor(args: string[]) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, ...args],
+      cwd: REPO,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const stderr = this.child.stderr;
+    this.#done = (async () => {
+      for await (const chunk of stderr.pipeThrough(new TextDecoderStream())) this.#text += chunk;
+    })();
+  }
+
+  get stderr(): string {
+    return this.#text;
+  }
+
+  /** Resolves with the first match of `pattern` in stderr; fails after `ms`. */
+  async waitFor(pattern: RegExp, ms = 10_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const match = this.#text.match(pattern);
+      if (match) return match;
+      if (Date.now() > deadline) assert.fail(`no ${pattern} in stderr within ${ms} ms:\n${this.#text}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** Waits for the exit code (all of stderr read). */
+  async exit(): Promise<number> {
+    const status = await this.child.status;
+    await this.#done;
+    return status.code;
+  }
+
+  /** Kills the process if it is still running (test clean-up). */
+  async kill(): Promise<void> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await this.exit();
+  }
+}
+
+Deno.test("main.ts: a busy port is a one-line start-up error, exit 1", async () => {
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const proc = new RunningMain([
+    "--port",
+    String(blocker.addr.port),
+    "--metrics.enabled",
+    "false",
+    "--storage-backend",
+    "memory",
+  ]);
+  try {
+    assert.equal(await proc.exit(), 1);
+    const errors = proc.stderr.split("\n").filter((line) => line.includes("ERROR"));
+    assert.equal(errors.length, 1, proc.stderr);
+    assert.match(errors[0], new RegExp(`ERROR start-up failed: .*${blocker.addr.port}`));
+    assert.ok(!/\n\s+at /.test(proc.stderr), `stack trace in:\n${proc.stderr}`);
+  } finally {
+    await proc.kill();
+    blocker.close();
+  }
+});
+
+Deno.test("main.ts: logs what it bound, reloads on SIGHUP (rejecting a broken file), stops on SIGTERM", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cli_test_" });
+  const file = `${dir}/config.yaml`;
+  const good = "server:\n  port: 0\nmetrics:\n  port: 0\nstorage:\n  backend: memory\n";
+  await Deno.writeTextFile(file, good);
+  const proc = new RunningMain(["--config", file, "--max-qos", "2"]);
+  try {
+    const [, port] = await proc.waitFor(/INFO {2}listening type=mqtt address=127\.0\.0\.1:(\d+)/);
+    assert.notEqual(Number(port), 0, "the bound port is logged, not the configured 0");
+    await proc.waitFor(/INFO {2}metrics url=http:\/\/127\.0\.0\.1:[1-9]\d*\/metrics/);
+    await proc.waitFor(/INFO {2}store backend=memory/);
+    assert.match(proc.stderr, /broker started version=\S+ max_qos=2/, "the --max-qos flag applies");
+
+    await Deno.writeTextFile(file, "server:\n  port: [\n");
+    proc.child.kill("SIGHUP");
+    await proc.waitFor(/ERROR configuration rejected, keeping the running one: .*config\.yaml: invalid YAML/);
+
+    await Deno.writeTextFile(file, `${good}log:\n  level: debug\n  format: json\n`);
+    proc.child.kill("SIGHUP");
+    await proc.waitFor(/"change":"log\.format text -> json"/);
+
+    proc.child.kill("SIGTERM");
+    assert.equal(await proc.exit(), 0, proc.stderr);
+    assert.match(proc.stderr, /"msg":"stopped"/);
+  } finally {
+    await proc.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

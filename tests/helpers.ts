@@ -13,6 +13,7 @@ import { createLogger } from "../src/log.ts";
 import { PacketDecoder } from "../src/mqtt/decode.ts";
 import { encode } from "../src/mqtt/encode.ts";
 import type { Packet, ProtocolVersion } from "../src/mqtt/types.ts";
+import { createStore } from "../src/store/mod.ts";
 import type { Store } from "../src/store/store.ts";
 
 /** Nested partial of the config, for overrides. */
@@ -50,7 +51,7 @@ export async function startBroker(overrides: ConfigOverrides = {}, store?: Store
   const config = testConfig(overrides);
   const logs: string[] = [];
   const logger = createLogger({ level: config.log.level, format: "text", write: (line) => logs.push(line) });
-  const broker = new Broker({ config, store: store ?? nullStore(), logger });
+  const broker = new Broker({ config, store: store ?? createStore(config.storage), logger });
   await broker.start();
   const port = broker.addresses[0].port;
   let stopped = false;
@@ -243,15 +244,3 @@ export const te = (s: string): Uint8Array => new TextEncoder().encode(s);
 /** Bytes to text. */
 export const td = (b: Uint8Array): string => new TextDecoder().decode(b);
 
-/** TEMP until src/store/mod.ts lands. */
-function nullStore(): Store {
-  return {
-    durable: false,
-    open: () => Promise.resolve(),
-    load: () => Promise.resolve({ sessions: [], retained: [], outbound: [], incoming: [] }),
-    apply: () => {},
-    flush: () => Promise.resolve(),
-    close: () => Promise.resolve(),
-    stats: { commits: 0, mutations: 0, latencies: [], failures: 0 },
-  };
-}

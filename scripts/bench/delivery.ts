@@ -2,11 +2,12 @@
  * What every benchmark payload carries, and how the subscribers account for it.
  *
  * The first {@link STAMP_BYTES} bytes of each payload are a stamp written by the publisher just before
- * the packet is handed to the socket: publisher index, a per-publisher sequence number and the send
+ * the packet is handed to the socket: a run tag (so that a backlog left in a broker by an earlier run is
+ * not mistaken for this run's messages), publisher index, a per-publisher sequence number and the send
  * time. Publisher and subscribers live in the same process, so `performance.now()` is one clock and the
  * difference is the end-to-end latency through the broker (kernel and broker queues included).
  *
- * Layout (little-endian): u32 publisher index, u32 sequence number, f64 send time in ms.
+ * Layout (little-endian): u16 run tag, u16 publisher index, u32 sequence number, f64 send time in ms.
  *
  * @module
  */
@@ -16,9 +17,25 @@ import { LatencyHistogram } from "./histogram.ts";
 /** Bytes of the stamp at the start of each payload; the smallest payload the generator sends. */
 export const STAMP_BYTES = 16;
 
+/** Publishers per run at most (the index is a u16 in the stamp). */
+export const MAX_PUBLISHERS = 65536;
+
+/** A random run tag for {@link writeStamp}. */
+export function newRunTag(): number {
+  return Math.floor(Math.random() * 65536);
+}
+
 /** Writes a stamp at byte offset `at` of `view`. */
-export function writeStamp(view: DataView, at: number, publisher: number, seq: number, sentAtMs: number): void {
-  view.setUint32(at, publisher, true);
+export function writeStamp(
+  view: DataView,
+  at: number,
+  runTag: number,
+  publisher: number,
+  seq: number,
+  sentAtMs: number,
+): void {
+  view.setUint16(at, runTag, true);
+  view.setUint16(at + 2, publisher, true);
   view.setUint32(at + 4, seq, true);
   view.setFloat64(at + 8, sentAtMs, true);
 }
@@ -57,7 +74,7 @@ export class Sink {
   duplicates = 0;
   /** Deliveries that arrived after a higher sequence number of the same publisher (§4.6 ordering). */
   reordered = 0;
-  /** Deliveries too short to hold a stamp (not ours, e.g. $SYS): ignored. */
+  /** Deliveries without this run's stamp (an earlier run's backlog, $SYS...): ignored. */
   foreign = 0;
   /** Deliveries that carried the RETAIN flag. */
   retainedFlag = 0;
@@ -67,16 +84,25 @@ export class Sink {
   firstAt = 0;
   lastAt = 0;
 
-  constructor(readonly latency: LatencyHistogram) {}
+  /**
+   * Latency of every distinct message goes to `latency`; stamps must carry `runTag`. When given,
+   * `delivered[p]` counts distinct deliveries from publisher p (shared by all sinks of a run), which
+   * is what a closed-loop publisher waits on.
+   */
+  constructor(
+    readonly latency: LatencyHistogram,
+    readonly runTag: number,
+    readonly delivered?: Float64Array,
+  ) {}
 
   /** Accounts one delivery whose payload is view[start, end), received at `nowMs`. */
   record(view: DataView, start: number, end: number, nowMs: number, retain: boolean): void {
-    if (end - start < STAMP_BYTES) {
+    if (end - start < STAMP_BYTES || view.getUint16(start, true) !== this.runTag) {
       this.foreign++;
       return;
     }
     if (retain) this.retainedFlag++;
-    const publisher = view.getUint32(start, true);
+    const publisher = view.getUint16(start + 2, true);
     const seq = view.getUint32(start + 4, true);
     let stream = this.#streams[publisher];
     if (stream === undefined) {
@@ -92,11 +118,36 @@ export class Sink {
     if (this.unique === 0) this.firstAt = nowMs;
     this.lastAt = nowMs;
     this.unique++;
+    if (this.delivered !== undefined) this.delivered[publisher]++;
     this.latency.record((nowMs - view.getFloat64(start + 8, true)) * 1000);
   }
 
   /** Distinct messages received from `publisher`. */
   uniqueFrom(publisher: number): number {
     return this.#streams[publisher]?.unique ?? 0;
+  }
+}
+
+/** Wakes waiting publishers when subscribers made progress (or after a timeout, whichever is first). */
+export class Progress {
+  #waiters: (() => void)[] = [];
+
+  /** Resolves at the next {@link Progress.notify}, or after `ms` milliseconds. */
+  wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Wakes every waiter. */
+  notify(): void {
+    if (this.#waiters.length === 0) return;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
   }
 }

@@ -16,7 +16,7 @@
 import { PacketType, type ProtocolVersion, type QoS } from "../../src/mqtt/types.ts";
 import { encode } from "../../src/mqtt/encode.ts";
 import { BenchClient, type DecodeMode } from "./client.ts";
-import { Sink, STAMP_BYTES, writeStamp } from "./delivery.ts";
+import { MAX_PUBLISHERS, newRunTag, Sink, STAMP_BYTES, writeStamp } from "./delivery.ts";
 import { LatencyHistogram } from "./histogram.ts";
 import { AckBatch, AckTemplate, PacketIdPool, PublishTemplate } from "./templates.ts";
 
@@ -286,6 +286,9 @@ export function resolveOptions(
   }
   if (![0, 1, 2].includes(o.qos)) throw new RangeError(`--qos must be 0, 1 or 2, got ${o.qos}`);
   if (o.window > 65535) throw new RangeError(`--window must be at most 65535, got ${o.window}`);
+  if (o.publishers > MAX_PUBLISHERS) {
+    throw new RangeError(`--publishers must be at most ${MAX_PUBLISHERS}, got ${o.publishers}`);
+  }
   for (const k of ["duration", "drain", "rate", "count", "hold", "connectRate"] as const) {
     if (!(o[k] >= 0)) throw new RangeError(`--${k} must be a non-negative number, got ${o[k]}`);
   }
@@ -462,7 +465,11 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
   const errors = new ErrorLog();
   const latency = new LatencyHistogram();
   const tag = runTag();
-  const sinks = Array.from({ length: spec.routing === "shared" ? 1 : o.subscribers }, () => new Sink(latency));
+  const stampTag = newRunTag();
+  const sinks = Array.from(
+    { length: spec.routing === "shared" ? 1 : o.subscribers },
+    () => new Sink(latency, stampTag),
+  );
   let subs: BenchClient[] = [];
   let pubClients: BenchClient[] = [];
   try {
@@ -504,7 +511,7 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
       const view = new DataView(buf.buffer);
       const now = performance.now();
       for (let s = 0; s < k; s++) {
-        p.template.stamp(view, s, o.qos > 0 ? p.ids.acquire() : 0, p.index, p.sent++, now);
+        p.template.stamp(view, s, o.qos > 0 ? p.ids.acquire() : 0, stampTag, p.index, p.sent++, now);
       }
       return p.client.write(buf);
     };
@@ -573,7 +580,7 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
             const k = Math.min(o.batch, canSend(p));
             if (k <= 0) break;
             const now = performance.now();
-            for (let s = 0; s < k; s++) p.template.stamp(view, s, 0, p.index, p.sent++, now);
+            for (let s = 0; s < k; s++) p.template.stamp(view, s, 0, stampTag, p.index, p.sent++, now);
             await p.client.write(k === o.batch ? buf : buf.subarray(0, k * p.template.length));
           }
         })().catch((e) => errors.add(String(e))));
@@ -631,7 +638,7 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
     }
     fillLatency(result, latency);
     const foreign = sinks.reduce((a, s) => a + s.foreign, 0);
-    if (foreign > 0) errors.add(`${foreign} deliveries without a stamp (not from this run)`);
+    if (foreign > 0) errors.add(`${foreign} deliveries without this run's stamp (ignored)`);
   } finally {
     await closeAll([...pubClients, ...subs]);
   }
@@ -732,6 +739,7 @@ async function runRetained(o: LoadOptions): Promise<LoadResult> {
   result.qos = 1;
   const errors = new ErrorLog();
   const tag = runTag();
+  const stampTag = newRunTag();
   const version: ProtocolVersion = o.mqtt5 ? 5 : 4;
   let pub: BenchClient | undefined;
   let sub: BenchClient | undefined;
@@ -758,7 +766,7 @@ async function runRetained(o: LoadOptions): Promise<LoadResult> {
       let size = 0;
       const now = performance.now();
       while (sent < total && ids.inUse < window) {
-        writeStamp(payloadView, 0, 0, sent, now);
+        writeStamp(payloadView, 0, stampTag, 0, sent, now);
         const bytes = encode({
           type: PacketType.PUBLISH,
           topic: `r/${sent}`,
@@ -810,7 +818,7 @@ async function runRetained(o: LoadOptions): Promise<LoadResult> {
       decoder: o.decoder,
     });
     // Latency from the original publish is meaningless for retained messages: a throwaway histogram.
-    const sink = new Sink(new LatencyHistogram());
+    const sink = new Sink(new LatencyHistogram(), stampTag);
     attachSubscriber(sub, sink, errors);
     const subscribedAt = performance.now();
     const granted = await sub.subscribe("r/#", 0);

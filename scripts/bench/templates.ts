@@ -77,13 +77,14 @@ export class PublishTemplate {
     view: DataView,
     slot: number,
     packetId: number,
+    runTag: number,
     publisher: number,
     seq: number,
     sentAtMs: number,
   ): void {
     const base = slot * this.bytes.length;
     if (this.packetIdOffset >= 0) view.setUint16(base + this.packetIdOffset, packetId);
-    writeStamp(view, base + this.payloadOffset, publisher, seq, sentAtMs);
+    writeStamp(view, base + this.payloadOffset, runTag, publisher, seq, sentAtMs);
   }
 }
 

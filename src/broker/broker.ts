@@ -76,6 +76,11 @@ export class Broker {
   /** Our Receive Maximum (§3.2.2.3.3): inbound QoS 1/2 publishes a client may have unacknowledged. */
   receiveMaximum: number;
   readonly listeners: ListenerHandle[] = [];
+  /** The client whose PUBLISH is being routed right now (for flow control). */
+  currentPublisher?: Client;
+  /** Queue length of a live session above which its publishers pause; and where they resume. */
+  queueHighWater: number;
+  queueLowWater: number;
   #metricsServer?: { port: number; close(): Promise<void> };
   #timers: ReturnType<typeof setInterval>[] = [];
   #opsSinceFlush = 0;
@@ -88,6 +93,8 @@ export class Broker {
     this.store = options.store;
     this.logger = options.logger;
     this.receiveMaximum = Math.min(65535, options.config.server.max_inflight);
+    this.queueHighWater = Math.max(1, Math.floor(options.config.server.max_queued_messages / 2));
+    this.queueLowWater = Math.floor(this.queueHighWater / 2);
   }
 
   /** The listeners that are bound (after {@link start}). */
@@ -174,7 +181,10 @@ export class Broker {
     }
     switch (packet.type) {
       case 3:
-        return handlePublish(this, client, packet);
+        this.currentPublisher = client;
+        handlePublish(this, client, packet);
+        this.currentPublisher = undefined;
+        return;
       case 4:
         return handlePuback(this, client, packet);
       case 5:
@@ -340,6 +350,7 @@ export class Broker {
     const now = Date.now();
     session.client = undefined;
     session.disconnectedAt = now;
+    session.wakeDrainWaiters();
     if (client.disconnectedCleanly || client.suppressWill) session.will = undefined;
     else connectionLost(this, session, now);
     this.#redistributeShared(session);

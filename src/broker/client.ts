@@ -57,6 +57,8 @@ export class Client {
   disconnectedCleanly = false;
   /** Output above the high-water mark since this time (ms), for slow-consumer detection. */
   stuckSince = 0;
+  /** A session this client's publishes overfilled: reading pauses until it drains (flow control). */
+  waitForDrain?: Session;
   /** Shutdown or takeover: the will is decided by the caller. */
   suppressWill = false;
 
@@ -88,6 +90,12 @@ export class Client {
           else broker.handlePacket(this, packet);
         }
         if (this.state === "closed") break;
+        const slow = this.waitForDrain;
+        if (slow !== undefined) {
+          // Stop reading this publisher until the subscriber it overfilled catches up (bounded wait).
+          this.waitForDrain = undefined;
+          await slow.whenDrained(1000);
+        }
       }
       if (this.state !== "closed") this.closeReason ||= "connection closed by peer";
     } catch (err) {

@@ -161,8 +161,12 @@ export function deliver(
   }
   if (client === undefined && !session.persistent) return;
   const limits = broker.config.server;
+  // A live subscriber (connected, read within 2 s) gets publishers paused for it (below) and may overshoot
+  // the message limit by what is already read from their sockets: up to 10x. The byte limit always holds.
+  const live = client !== undefined && Date.now() - client.lastRead < 2000;
+  const maxMessages = live ? limits.max_queued_messages * 10 : limits.max_queued_messages;
   if (
-    session.queuedCount >= limits.max_queued_messages ||
+    session.queuedCount >= maxMessages ||
     session.queuedBytes + msg.payload.length > limits.max_queued_bytes
   ) {
     broker.metrics.dropped.queue_full++;
@@ -178,6 +182,15 @@ export function deliver(
   }
   session.enqueue(entry);
   if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
+  if (client !== undefined && session.queuedCount >= broker.queueHighWater) {
+    // Flow control: a live subscriber that is acknowledging (read within the last 2 s) but slower than its
+    // publishers makes the publishing client pause reading, instead of its queue overflowing. A stuck
+    // subscriber is not waited for: it only loses its own messages (queue_full).
+    const publisher = broker.currentPublisher;
+    if (publisher !== undefined && publisher !== client && live) {
+      publisher.waitForDrain = session;
+    }
+  }
 }
 
 /** Moves an entry into the in-flight window and sends it. */
@@ -211,6 +224,7 @@ export function pump(broker: Broker, session: Session): void {
     }
     startSending(broker, session, client, entry, true);
   }
+  if (session.hasDrainWaiters && session.queuedCount <= broker.queueLowWater) session.wakeDrainWaiters();
 }
 
 /** Resends everything in flight after a reconnect (§4.4): PUBLISH with DUP, PUBREL as is. */

@@ -106,6 +106,37 @@ export class Session {
     return all;
   }
 
+  #drainWaiters?: (() => void)[];
+
+  /**
+   * Resolves when the queue has drained to `lowWater` messages, the client went away, or `timeoutMs`
+   * passed: publishers feeding a slow but live subscriber wait here instead of overflowing its queue.
+   */
+  whenDrained(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const waiters = this.#drainWaiters ??= [];
+      waiters.push(done);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  /** Wakes publishers waiting in {@link whenDrained}. */
+  wakeDrainWaiters(): void {
+    const waiters = this.#drainWaiters;
+    if (waiters === undefined) return;
+    this.#drainWaiters = undefined;
+    for (const w of waiters) w();
+  }
+
+  /** True when publishers are waiting for this queue to drain. */
+  get hasDrainWaiters(): boolean {
+    return this.#drainWaiters !== undefined;
+  }
+
   /** A free packet id for an outbound QoS 1/2 PUBLISH (§2.2.1): never one still in flight. */
   allocatePacketId(): number {
     for (let tries = 0; tries < 65535; tries++) {

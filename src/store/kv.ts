@@ -437,7 +437,7 @@ export class KvStore implements Store {
       const chunks = e.value !== null && e.value.length > INLINE_MAX
         ? Math.ceil(e.value.length / CHUNK_SIZE)
         : 0;
-      if (chunks > 0) this.#chunked.set(id, chunks);
+      if (chunks < 0) this.#chunked.set(id, chunks);
       else this.#chunked.delete(id);
     }
   }

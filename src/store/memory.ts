@@ -18,6 +18,8 @@ import { StoreError } from "./store.ts";
 import { compareIncoming, compareOutbound } from "./order.ts";
 import { validateOp } from "./validate.ts";
 
+const RESOLVED = Promise.resolve();
+
 /** A {@link Store} kept in Maps. `durable` is false and {@link MemoryStore.flush} resolves at once. */
 export class MemoryStore implements Store {
   /** Nothing is ever on disk. */
@@ -107,9 +109,9 @@ export class MemoryStore implements Store {
     }
   }
 
-  /** Resolves at once: every op is already applied. */
+  /** Resolves at once: every op is already applied. Always the same promise, as calls in one tick share one. */
   flush(): Promise<void> {
-    return Promise.resolve();
+    return RESOLVED;
   }
 
   /** Marks the store closed; the data stays for the next {@link MemoryStore.open}. */

@@ -43,12 +43,25 @@ const INITIAL_READ = 2048;
 const MAX_READ = 64 * 1024;
 const INITIAL_OUT = 1024;
 
-/** A {@link Transport} over a `Deno.Conn` (plain TCP or TLS). */
+/**
+ * The part of a `Deno.Conn` that {@link StreamTransport} uses. A `Deno.Conn` is one; so is the adapter over a
+ * `node:tls` socket that mutual TLS needs (`tls.ts`), since `Deno.listenTls` cannot verify client certificates.
+ */
+export interface ByteConn {
+  readonly remoteAddr: Deno.Addr;
+  /** Reads into `p`; resolves to the byte count, or null at the end of the stream. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes (part of) `p`; resolves to the byte count written, once `p` may be reused. */
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+/** A {@link Transport} over a byte stream: a `Deno.Conn` (plain TCP or TLS) or another {@link ByteConn}. */
 export class StreamTransport implements Transport {
   readonly remoteAddr: string;
   peerCommonName?: string;
   onDrain?: () => void;
-  #conn: Deno.Conn;
+  #conn: ByteConn;
   #out: Uint8Array = new Uint8Array(INITIAL_OUT);
   #outLen = 0;
   #spare: Uint8Array = new Uint8Array(INITIAL_OUT);
@@ -60,7 +73,7 @@ export class StreamTransport implements Transport {
   #closeTimer?: ReturnType<typeof setTimeout>;
   #flushCallback = () => this.#flush();
 
-  constructor(conn: Deno.Conn) {
+  constructor(conn: ByteConn) {
     this.#conn = conn;
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remoteAddr = addr.hostname !== undefined ? `${addr.hostname}:${addr.port}` : String(conn.remoteAddr);

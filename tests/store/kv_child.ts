@@ -13,7 +13,7 @@ await store.open();
 
 if (mode === "hold") {
   console.log("ready");
-  await new Promise(() => {});
+  setInterval(() => {}, 60_000); // stay alive, holding the lock, until killed
 } else if (mode === "crash") {
   const enc = new TextEncoder();
   let n = 0;
@@ -27,7 +27,13 @@ if (mode === "hold") {
           clientId: "crash",
           seq: n,
           state: "queued",
-          message: { topic: `t/${n}`, payload: enc.encode(`payload ${n}`), qos: 1, retain: false, receivedAt: n },
+          message: {
+            topic: `t/${n}`,
+            payload: enc.encode(`payload ${n}`),
+            qos: 1,
+            retain: false,
+            receivedAt: n,
+          },
         },
       });
       store.apply({

@@ -34,7 +34,11 @@ export interface StoreHarness {
 }
 
 /** A retained / queued message with sensible defaults. */
-export function message(topic: string, payload: Uint8Array | string, extra: Partial<StoredMessage> = {}): StoredMessage {
+export function message(
+  topic: string,
+  payload: Uint8Array | string,
+  extra: Partial<StoredMessage> = {},
+): StoredMessage {
   return {
     topic,
     payload: typeof payload === "string" ? new TextEncoder().encode(payload) : payload,
@@ -62,7 +66,11 @@ export function session(clientId: string, filters: string[] = ["a/#"]): SessionR
 }
 
 /** A queued outbound record. */
-export function queued(clientId: string, seq: number, payload: Uint8Array | string = `m${seq}`): OutboundRecord {
+export function queued(
+  clientId: string,
+  seq: number,
+  payload: Uint8Array | string = `m${seq}`,
+): OutboundRecord {
   return { clientId, seq, state: "queued", message: message(`q/${clientId.slice(0, 20)}`, payload) };
 }
 
@@ -111,7 +119,14 @@ export function storeSuite(h: StoreHarness): void {
         expiryInterval: 0xffffffff,
         disconnectedAt: 1_700_000_123_456,
         subscriptions: [
-          { filter: "a/+/c", qos: 2, noLocal: true, retainAsPublished: true, retainHandling: 2, subscriptionId: 268435455 },
+          {
+            filter: "a/+/c",
+            qos: 2,
+            noLocal: true,
+            retainAsPublished: true,
+            retainHandling: 2,
+            subscriptionId: 268435455,
+          },
           { filter: "$share/g/x/#", qos: 0, noLocal: false, retainAsPublished: false, retainHandling: 1 },
         ],
       };
@@ -175,7 +190,13 @@ export function storeSuite(h: StoreHarness): void {
       const payload = new TextEncoder().encode("original");
       store.apply({ op: "session.put", session: s });
       store.apply({ op: "retained.put", message: message("t", payload) });
-      s.subscriptions.push({ filter: "y", qos: 0, noLocal: false, retainAsPublished: false, retainHandling: 0 });
+      s.subscriptions.push({
+        filter: "y",
+        qos: 0,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      });
       payload.fill(0);
       await store.flush();
       const reopened = await reopen(store);
@@ -242,7 +263,10 @@ export function storeSuite(h: StoreHarness): void {
       await reopened.flush();
       reopened = await reopen(reopened);
       state = await reopened.load();
-      assert.deepEqual(state.retained.map((m) => [m.topic, new TextDecoder().decode(m.payload)]), [["t", "tiny"]]);
+      assert.deepEqual(state.retained.map((m) => [m.topic, new TextDecoder().decode(m.payload)]), [[
+        "t",
+        "tiny",
+      ]]);
       return reopened;
     });
   });
@@ -265,7 +289,10 @@ export function storeSuite(h: StoreHarness): void {
       const reopened = await reopen(store);
       const state = await reopened.load();
       assert.deepEqual(state.retained.map((m) => m.topic), [topic]);
-      assert.deepEqual(state.sessions.map((s) => [s.clientId, s.subscriptions[0].filter]), [[clientId, topic]]);
+      assert.deepEqual(state.sessions.map((s) => [s.clientId, s.subscriptions[0].filter]), [[
+        clientId,
+        topic,
+      ]]);
       assert.deepEqual(state.outbound.map((r) => [r.clientId, r.message!.topic]), [[clientId, topic]]);
       assert.deepEqual(state.incoming, [{ clientId, packetId: 42 }]);
       return reopened;
@@ -278,14 +305,18 @@ export function storeSuite(h: StoreHarness): void {
       for (let i = 0; i < 30; i++) {
         store.apply({ op: "retained.put", message: message(`big/${i}`, pattern(40 * 1024, i)) });
       }
-      for (let i = 0; i < 1200; i++) store.apply({ op: "incoming.put", clientId: `c${i % 7}`, packetId: i + 1 });
+      for (let i = 0; i < 1200; i++) {
+        store.apply({ op: "incoming.put", clientId: `c${i % 7}`, packetId: i + 1 });
+      }
       await store.flush();
       const reopened = await reopen(store);
       const state = await reopened.load();
       assert.equal(state.outbound.length, 2500);
       assert.deepEqual(state.outbound.map((r) => r.seq), Array.from({ length: 2500 }, (_, i) => i + 1));
       assert.equal(state.retained.length, 30);
-      for (const m of state.retained) assert.deepEqual(m.payload, pattern(40 * 1024, Number(m.topic.slice(4))));
+      for (const m of state.retained) {
+        assert.deepEqual(m.payload, pattern(40 * 1024, Number(m.topic.slice(4))));
+      }
       assert.equal(state.incoming.length, 1200);
       return reopened;
     });

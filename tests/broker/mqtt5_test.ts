@@ -1,0 +1,691 @@
+/**
+ * MQTT 5.0 behaviour through the real broker over real sockets: CONNACK properties, Session Expiry,
+ * Message Expiry, Topic Aliases, Subscription Options and Identifiers, Request / Response properties,
+ * server reason codes, and interoperation with 3.1.1 clients.
+ *
+ * Shared subscriptions, flow control and Will Delay live in the other `mqtt5_*_test.ts` files.
+ */
+
+import assert from "node:assert/strict";
+import mqtt from "mqtt";
+import type { ConnackPacket, PublishPacket } from "../../src/mqtt/types.ts";
+import { collect, delay, mqttConnect, mqttEnd, RawClient, startBroker, td, te, waitFor } from "../helpers.ts";
+import { connect5, publish, serverDisconnect, subscribe } from "./mqtt5_util.ts";
+
+/** Connects an MQTT.js client with protocol level 5 and returns it with its CONNACK. */
+function mqtt5(
+  url: string,
+  opts: mqtt.IClientOptions = {},
+): Promise<{ client: mqtt.MqttClient; connack: mqtt.IConnackPacket }> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, protocolVersion: 5, ...opts });
+    client.once("connect", (connack) => resolve({ client, connack }));
+    client.once("error", (err) => {
+      client.end(true);
+      reject(err);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// CONNACK (§3.2.2.3)
+
+Deno.test("CONNACK advertises limits and features; an empty client id gets an Assigned Client Identifier", async () => {
+  const b = await startBroker({
+    qos: { max_qos: 1 },
+    server: { max_inflight: 7, max_message_size: 5000, topic_alias_maximum: 12, max_keepalive: 30 },
+  });
+  try {
+    const { c, connack } = await connect5(b.port, { clientId: "", keepAlive: 120 });
+    assert.equal(connack.reasonCode, 0);
+    assert.equal(connack.sessionPresent, false);
+    const p = connack.properties!;
+    assert.equal(p.receiveMaximum, 7);
+    assert.equal(p.maximumQoS, 1);
+    assert.equal(p.retainAvailable, undefined, "retain is available: the property is absent (§3.2.2.3.5)");
+    assert.equal(p.maximumPacketSize, 5000);
+    assert.equal(p.topicAliasMaximum, 12);
+    assert.equal(p.wildcardSubscriptionAvailable, 1);
+    assert.equal(p.subscriptionIdentifierAvailable, 1);
+    assert.equal(p.sharedSubscriptionAvailable, 1);
+    // The client asked 120 s, above server.max_keepalive: the server's value applies (§3.2.2.3.14).
+    assert.equal(p.serverKeepAlive, 30);
+    const assigned = p.assignedClientIdentifier;
+    assert.ok(assigned !== undefined && assigned.length > 0, "Assigned Client Identifier");
+    assert.equal(b.broker.clients.get(assigned)?.keepAlive, 30);
+    await c.close();
+
+    // Within the limit: no Server Keep Alive; a client id of its own: nothing assigned.
+    const ok = await connect5(b.port, { clientId: "own-id", keepAlive: 20 });
+    assert.equal(ok.connack.properties?.serverKeepAlive, undefined);
+    assert.equal(ok.connack.properties?.assignedClientIdentifier, undefined);
+    assert.equal(b.broker.clients.get("own-id")?.keepAlive, 20);
+    await ok.c.close();
+
+    // MQTT.js sees the same CONNACK.
+    const js = await mqtt5(b.url, { clientId: "", keepalive: 100 });
+    assert.equal(js.connack.properties?.receiveMaximum, 7);
+    assert.equal(js.connack.properties?.maximumQoS, 1);
+    assert.equal(js.connack.properties?.serverKeepAlive, 30);
+    assert.ok(js.connack.properties?.assignedClientIdentifier?.startsWith("auto-"));
+    await mqttEnd(js.client);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("CONNACK: Retain Available 0 when retained.enabled is false; no Maximum QoS when QoS 2 is allowed", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 }, retained: { enabled: false } });
+  try {
+    const { c, connack } = await connect5(b.port);
+    assert.equal(connack.properties?.retainAvailable, 0);
+    assert.equal(connack.properties?.maximumQoS, undefined);
+    // A retained PUBLISH after Retain Available 0 is a protocol violation: DISCONNECT 0x9A (§3.2.2.3.5).
+    publish(c, "r/t", "x", { retain: true });
+    assert.equal(await serverDisconnect(c), 0x9a);
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Session Expiry Interval (§3.1.2.11.2, §4.1)
+
+Deno.test("Session Expiry Interval 0: the session ends with the connection", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port, { clientId: "se0", clean: false });
+    await subscribe(c, ["se0/#"]);
+    c.send({ type: 14 });
+    await c.expectClosed();
+    await waitFor(() => !b.broker.sessions.has("se0"), "session se0 ended");
+    const again = await connect5(b.port, { clientId: "se0", clean: false });
+    assert.equal(again.connack.sessionPresent, false);
+    await again.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Session Expiry Interval > 0 keeps the session until it expires; DISCONNECT may lengthen it", async () => {
+  const b = await startBroker();
+  try {
+    const props = { sessionExpiryInterval: 1 };
+    const keep = await connect5(b.port, { clientId: "se-keep", clean: false, properties: props });
+    await subscribe(keep.c, ["se/keep"]);
+    const lengthened = await connect5(b.port, { clientId: "se-long", clean: false, properties: props });
+
+    // Back within the interval: Session Present and the subscription still works.
+    keep.c.send({ type: 14 });
+    await keep.c.expectClosed();
+    const back = await connect5(b.port, { clientId: "se-keep", clean: false, properties: props });
+    assert.equal(back.connack.sessionPresent, true);
+    const pub = await connect5(b.port);
+    await publish(pub.c, "se/keep", "still subscribed", { qos: 1 });
+    assert.equal(td((await back.c.expect(3) as PublishPacket).payload), "still subscribed");
+
+    // se-long disconnects first, changing its interval to 300 s (§3.14.2.2.2), then se-keep with its 1 s.
+    lengthened.c.send({ type: 14, reasonCode: 0, properties: { sessionExpiryInterval: 300 } });
+    await lengthened.c.expectClosed();
+    back.c.send({ type: 14 });
+    const closedAt = Date.now();
+    await back.c.expectClosed();
+    await waitFor(() => !b.broker.sessions.has("se-keep"), "se-keep expired", 3000);
+    assert.ok(Date.now() - closedAt >= 950, `expired after ${Date.now() - closedAt} ms, before its 1 s`);
+    // se-long went offline earlier with a 1 s interval at CONNECT: only the new value keeps it.
+    assert.ok(b.broker.sessions.has("se-long"), "se-long lives on with the interval set at DISCONNECT");
+
+    const gone = await connect5(b.port, { clientId: "se-keep", clean: false, properties: props });
+    assert.equal(gone.connack.sessionPresent, false);
+    const alive = await connect5(b.port, { clientId: "se-long", clean: false, properties: props });
+    assert.equal(alive.connack.sessionPresent, true);
+    await Promise.all([gone.c.close(), alive.c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("DISCONNECT with Session Expiry Interval 0 ends a session that would have outlived the connection", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port, { clientId: "se-short", properties: { sessionExpiryInterval: 3600 } });
+    await subscribe(c, ["short/#"]);
+    c.send({ type: 14, reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
+    await c.expectClosed();
+    await waitFor(() => !b.broker.sessions.has("se-short"), "session ended at DISCONNECT");
+    assert.equal(b.broker.tree.size, 0);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Session Expiry Interval 0 at CONNECT and > 0 at DISCONNECT is a protocol error (0x82)", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port, { clientId: "se-bad" });
+    c.send({ type: 14, reasonCode: 0, properties: { sessionExpiryInterval: 60 } });
+    assert.equal(await serverDisconnect(c), 0x82);
+    await waitFor(() => !b.broker.sessions.has("se-bad"), "session se-bad ended");
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Clean Start 1 discards the existing session and its queued messages", async () => {
+  const b = await startBroker();
+  try {
+    const props = { sessionExpiryInterval: 60 };
+    const first = await connect5(b.port, { clientId: "cs", clean: false, properties: props });
+    await subscribe(first.c, ["cs/#"]);
+    first.c.send({ type: 14 });
+    await first.c.expectClosed();
+    const pub = await connect5(b.port);
+    assert.equal((await publish(pub.c, "cs/x", "queued", { qos: 1 }))?.reasonCode ?? 0, 0);
+    assert.equal(b.broker.sessions.get("cs")?.queuedCount, 1);
+
+    const clean = await connect5(b.port, { clientId: "cs", clean: true, properties: props });
+    assert.equal(clean.connack.sessionPresent, false);
+    await clean.c.expectNone(3, 200);
+    // The old subscription is gone too: nobody matches now (0x10, §3.4.2.1).
+    assert.equal((await publish(pub.c, "cs/x", "after", { qos: 1 }))?.reasonCode, 0x10);
+    await Promise.all([clean.c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Message Expiry Interval (§3.3.2.3.3)
+
+Deno.test("Message Expiry: expired messages are not delivered; the remaining interval is forwarded", async () => {
+  const b = await startBroker();
+  try {
+    const props = { sessionExpiryInterval: 60 };
+    const sub = await connect5(b.port, { clientId: "mx", clean: false, properties: props });
+    await subscribe(sub.c, ["mx/#"]);
+    sub.c.send({ type: 14 });
+    await sub.c.expectClosed();
+
+    const pub = await connect5(b.port);
+    await publish(pub.c, "mx/short", "short", { qos: 1, properties: { messageExpiryInterval: 1 } });
+    await publish(pub.c, "mx/long", "long", { qos: 1, properties: { messageExpiryInterval: 10 } });
+    await publish(pub.c, "mx/none", "none", { qos: 1 });
+    await publish(pub.c, "mxr/short", "retained", { qos: 1, retain: true, properties: { messageExpiryInterval: 1 } });
+    await publish(pub.c, "mxr/long", "retained", { qos: 1, retain: true, properties: { messageExpiryInterval: 10 } });
+    await delay(1200);
+
+    const back = await connect5(b.port, { clientId: "mx", clean: false, properties: props });
+    assert.equal(back.connack.sessionPresent, true);
+    const long = await back.c.expect(3) as PublishPacket;
+    const none = await back.c.expect(3) as PublishPacket;
+    await back.c.expectNone(3, 150);
+    assert.deepEqual([long.topic, none.topic], ["mx/long", "mx/none"]);
+    const left = long.properties?.messageExpiryInterval;
+    assert.ok(left !== undefined && left <= 9 && left >= 8, `remaining expiry ${left}, want 8..9`);
+    assert.equal(none.properties?.messageExpiryInterval, undefined);
+    assert.equal(b.broker.metrics.dropped.expired, 1);
+
+    // An expired retained message is not sent to a new subscriber either; the other one carries its rest.
+    await subscribe(back.c, ["mxr/#"]);
+    const retained = await back.c.expect(3) as PublishPacket;
+    await back.c.expectNone(3, 150);
+    assert.equal(retained.topic, "mxr/long");
+    assert.equal(retained.retain, true);
+    assert.ok((retained.properties?.messageExpiryInterval ?? 99) <= 9);
+    await Promise.all([back.c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Topic Aliases (§3.3.2.3.4)
+
+Deno.test("inbound Topic Alias: set, use, remap; not carried to the next connection", async () => {
+  const b = await startBroker({ server: { topic_alias_maximum: 5 } });
+  try {
+    const sub = await connect5(b.port);
+    await subscribe(sub.c, ["al/#"]);
+    const { c, connack } = await connect5(b.port, { clientId: "aliaser" });
+    assert.equal(connack.properties?.topicAliasMaximum, 5);
+    await publish(c, "al/one", "set", { qos: 1, properties: { topicAlias: 5 } });
+    await publish(c, "", "use", { qos: 1, properties: { topicAlias: 5 } });
+    await publish(c, "al/two", "remap", { qos: 1, properties: { topicAlias: 5 } });
+    await publish(c, "", "use again", { qos: 1, properties: { topicAlias: 5 } });
+    const got: PublishPacket[] = [];
+    for (let i = 0; i < 4; i++) got.push(await sub.c.expect(3) as PublishPacket);
+    assert.deepEqual(got.map((p) => [p.topic, td(p.payload)]), [
+      ["al/one", "set"],
+      ["al/one", "use"],
+      ["al/two", "remap"],
+      ["al/two", "use again"],
+    ]);
+    // The alias is between the publisher and us: it is not forwarded (§3.3.2.3.4).
+    assert.ok(got.every((p) => p.properties?.topicAlias === undefined));
+    await c.close();
+
+    // MQTT-3.3.2-7: mappings do not survive the connection.
+    const next = await connect5(b.port, { clientId: "aliaser" });
+    publish(next.c, "", "stale", { qos: 1, properties: { topicAlias: 5 } });
+    assert.equal(await serverDisconnect(next.c), 0x82);
+    await sub.c.expectNone(3, 100);
+    await sub.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("inbound Topic Alias above the maximum is 0x94; an unknown alias with an empty topic is 0x82", async () => {
+  const b = await startBroker({ server: { topic_alias_maximum: 5 } });
+  try {
+    const above = await connect5(b.port);
+    publish(above.c, "al/x", "x", { properties: { topicAlias: 6 } });
+    assert.equal(await serverDisconnect(above.c), 0x94);
+
+    const unknown = await connect5(b.port);
+    publish(unknown.c, "", "x", { properties: { topicAlias: 3 } });
+    assert.equal(await serverDisconnect(unknown.c), 0x82);
+
+    // With topic_alias_maximum 0 (CONNACK says 0) any alias is invalid.
+    const none = await startBroker({ server: { topic_alias_maximum: 0 } });
+    try {
+      const c = await connect5(none.port);
+      assert.equal(c.connack.properties?.topicAliasMaximum ?? 0, 0);
+      publish(c.c, "al/x", "x", { properties: { topicAlias: 1 } });
+      assert.equal(await serverDisconnect(c.c), 0x94);
+    } finally {
+      await none.stop();
+    }
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("inbound Topic Alias 0 is invalid: DISCONNECT 0x94", async () => {
+  const b = await startBroker({ server: { topic_alias_maximum: 5 } });
+  try {
+    const { c } = await connect5(b.port);
+    // Our encoder refuses alias 0, so the PUBLISH is written by hand: topic "t", property 0x23 = 0.
+    await c.sendBytes(new Uint8Array([0x30, 0x08, 0x00, 0x01, 0x74, 0x03, 0x23, 0x00, 0x00, 0x78]));
+    assert.equal(await serverDisconnect(c), 0x94);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("outbound Topic Alias: assigned on first use, empty topic afterwards, within the client's maximum", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port, { properties: { topicAliasMaximum: 2 } });
+    await subscribe(c, [{ topicFilter: "oa/#", qos: 0 }]);
+    const pub = await connect5(b.port);
+    for (const t of ["oa/1", "oa/1", "oa/2", "oa/3", "oa/1", "oa/2", "oa/3"]) await publish(pub.c, t, t);
+    const got: PublishPacket[] = [];
+    for (let i = 0; i < 7; i++) got.push(await c.expect(3) as PublishPacket);
+    assert.deepEqual(got.map((p) => [p.topic, p.properties?.topicAlias, td(p.payload)]), [
+      ["oa/1", 1, "oa/1"],
+      ["", 1, "oa/1"],
+      ["oa/2", 2, "oa/2"],
+      ["oa/3", undefined, "oa/3"], // the client allows 2 aliases
+      ["", 1, "oa/1"],
+      ["", 2, "oa/2"],
+      ["oa/3", undefined, "oa/3"],
+    ]);
+    // A client that did not ask for aliases gets none.
+    const plain = await connect5(b.port);
+    await subscribe(plain.c, [{ topicFilter: "oa/#", qos: 0 }]);
+    await publish(pub.c, "oa/1", "x");
+    const p = await plain.c.expect(3) as PublishPacket;
+    assert.equal(p.topic, "oa/1");
+    assert.equal(p.properties?.topicAlias, undefined);
+
+    // MQTT.js resolves the aliases it is sent.
+    const js = await mqtt5(b.url, { properties: { topicAliasMaximum: 4 } });
+    const jsGot = collect(js.client);
+    await js.client.subscribeAsync("oa/#", { qos: 1 });
+    for (const t of ["oa/a", "oa/a", "oa/b", "oa/a"]) await publish(pub.c, t, t, { qos: 1 });
+    await waitFor(() => jsGot.length === 4, "4 messages at MQTT.js");
+    assert.deepEqual(jsGot.map((m) => [m.topic, m.payload]), [
+      ["oa/a", "oa/a"],
+      ["oa/a", "oa/a"],
+      ["oa/b", "oa/b"],
+      ["oa/a", "oa/a"],
+    ]);
+    await mqttEnd(js.client);
+    await Promise.all([c.close(), pub.c.close(), plain.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("outbound Topic Alias: a PUBLISH dropped for the client's Maximum Packet Size does not claim an alias", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port, { properties: { topicAliasMaximum: 2, maximumPacketSize: 100 } });
+    await subscribe(c, [{ topicFilter: "big/#", qos: 0 }]);
+    const pub = await connect5(b.port);
+    await publish(pub.c, "big/t", "x".repeat(200)); // too large for the client: dropped
+    await publish(pub.c, "big/t", "small");
+    const p = await c.expect(3) as PublishPacket;
+    // The client never saw the alias set, so the topic must be sent in full with it.
+    assert.equal(p.topic, "big/t");
+    assert.equal(td(p.payload), "small");
+    assert.equal(b.broker.metrics.dropped.too_large, 1);
+    await Promise.all([c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Subscription Options (§3.8.3.1) and Subscription Identifiers (§3.8.2.1.2)
+
+Deno.test("No Local: own messages are not delivered back; an overlapping subscription without it still gets one copy", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port, { clientId: "nl" });
+    await subscribe(c, [{ topicFilter: "nl/t", noLocal: true }]);
+    await publish(c, "nl/t", "mine", { qos: 1 });
+    const other = await connect5(b.port);
+    await publish(other.c, "nl/t", "theirs", { qos: 1 });
+    const p = await c.expect(3) as PublishPacket;
+    assert.equal(td(p.payload), "theirs");
+    await c.expectNone(3, 100);
+
+    await subscribe(c, [{ topicFilter: "nl/#", noLocal: false }]);
+    await publish(c, "nl/t", "mine again", { qos: 1 });
+    assert.equal(td((await c.expect(3) as PublishPacket).payload), "mine again");
+    await c.expectNone(3, 100);
+    await Promise.all([c.close(), other.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Retain As Published keeps the RETAIN flag of live messages; without it the flag is 0", async () => {
+  const b = await startBroker();
+  try {
+    const rap = await connect5(b.port);
+    await subscribe(rap.c, [{ topicFilter: "rap/t", retainAsPublished: true }]);
+    const plain = await connect5(b.port);
+    await subscribe(plain.c, [{ topicFilter: "rap/t", retainAsPublished: false }]);
+    const pub = await connect5(b.port);
+    await publish(pub.c, "rap/t", "kept", { qos: 1, retain: true });
+    await publish(pub.c, "rap/t", "live", { qos: 1, retain: false });
+    const a1 = await rap.c.expect(3) as PublishPacket;
+    const a2 = await rap.c.expect(3) as PublishPacket;
+    const b1 = await plain.c.expect(3) as PublishPacket;
+    const b2 = await plain.c.expect(3) as PublishPacket;
+    assert.deepEqual([a1.retain, a2.retain], [true, false]);
+    assert.deepEqual([b1.retain, b2.retain], [false, false]);
+    await Promise.all([rap.c.close(), plain.c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Retain Handling 0 sends retained messages on every SUBSCRIBE, 1 only for a new subscription, 2 never", async () => {
+  const b = await startBroker();
+  try {
+    const pub = await connect5(b.port);
+    await publish(pub.c, "rh/t", "retained", { qos: 1, retain: true });
+    const { c } = await connect5(b.port);
+    const count = async (retainHandling: 0 | 1 | 2, filter: string): Promise<number> => {
+      await subscribe(c, [{ topicFilter: filter, retainHandling }]);
+      await delay(80);
+      const n = c.received.filter((p) => p.type === 3).length;
+      c.received.length = 0;
+      return n;
+    };
+    assert.equal(await count(0, "rh/#"), 1);
+    assert.equal(await count(0, "rh/#"), 1, "Retain Handling 0: again on a repeated SUBSCRIBE");
+    assert.equal(await count(1, "rh/+"), 1, "Retain Handling 1: new subscription");
+    assert.equal(await count(1, "rh/+"), 0, "Retain Handling 1: existing subscription");
+    assert.equal(await count(2, "rh/t"), 0, "Retain Handling 2: never");
+    await Promise.all([c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Subscription Identifiers: carried on deliveries; overlapping subscriptions give one copy with both", async () => {
+  const b = await startBroker();
+  try {
+    const pub = await connect5(b.port);
+    await publish(pub.c, "si/r", "retained", { qos: 1, retain: true });
+    const { c } = await connect5(b.port);
+    await subscribe(c, ["si/#"], { subscriptionIdentifiers: [5] });
+    const retained = await c.expect(3) as PublishPacket;
+    assert.deepEqual(retained.properties?.subscriptionIdentifiers, [5]);
+    await subscribe(c, ["si/+"], { subscriptionIdentifiers: [70000] });
+    c.received.length = 0; // the retained message again, for the new subscription
+    await subscribe(c, ["si/none/#"]); // no identifier
+
+    await publish(pub.c, "si/a", "both", { qos: 1 });
+    const both = await c.expect(3) as PublishPacket;
+    await c.expectNone(3, 100);
+    assert.deepEqual([...both.properties!.subscriptionIdentifiers!].sort((x, y) => x - y), [5, 70000]);
+
+    await publish(pub.c, "si/none/x", "two", { qos: 1 });
+    const two = await c.expect(3) as PublishPacket;
+    await c.expectNone(3, 100);
+    // si/# (5) and si/none/# (no identifier) match: only the identifier that exists is sent.
+    assert.deepEqual(two.properties?.subscriptionIdentifiers, [5]);
+
+    // A subscriber without identifiers never sees one.
+    const plain = await connect5(b.port);
+    await subscribe(plain.c, ["si/a"]);
+    await publish(pub.c, "si/a", "plain", { qos: 1 });
+    assert.equal((await plain.c.expect(3) as PublishPacket).properties?.subscriptionIdentifiers, undefined);
+    await Promise.all([c.close(), pub.c.close(), plain.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Request / Response and other PUBLISH properties (§4.10, §3.3.2.3)
+
+Deno.test("Response Topic, Correlation Data, User Properties (in order) and Content Type pass through", async () => {
+  const b = await startBroker();
+  try {
+    const watcher = await connect5(b.port);
+    await subscribe(watcher.c, ["svc/req"]);
+    // The responder answers on the request's Response Topic with its Correlation Data (MQTT.js).
+    const responder = await mqtt5(b.url);
+    responder.client.on("message", (_topic, payload, packet) => {
+      responder.client.publish(packet.properties!.responseTopic!, `re: ${payload}`, {
+        qos: 1,
+        properties: { correlationData: packet.properties!.correlationData },
+      });
+    });
+    await responder.client.subscribeAsync("svc/req", { qos: 1 });
+    const requester = await connect5(b.port);
+    await subscribe(requester.c, ["svc/resp/1"]);
+
+    const properties = {
+      responseTopic: "svc/resp/1",
+      correlationData: new Uint8Array([0, 1, 2, 255]),
+      contentType: "text/plain; charset=utf-8",
+      payloadFormatIndicator: 1,
+      userProperties: [["b", "1"], ["a", "2"], ["b", "3"]] as [string, string][],
+    };
+    assert.equal((await publish(requester.c, "svc/req", "ping", { qos: 1, properties }))?.reasonCode ?? 0, 0);
+
+    const seen = await watcher.c.expect(3) as PublishPacket;
+    assert.deepEqual(seen.properties, properties);
+    const response = await requester.c.expect(3) as PublishPacket;
+    assert.equal(td(response.payload), "re: ping");
+    assert.deepEqual(response.properties?.correlationData, properties.correlationData);
+    await mqttEnd(responder.client);
+    await Promise.all([watcher.c.close(), requester.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Payload Format Indicator 1 with invalid UTF-8: PUBACK 0x99 (QoS 1), DISCONNECT 0x99 (QoS 0), not delivered", async () => {
+  const b = await startBroker();
+  try {
+    const sub = await connect5(b.port);
+    await subscribe(sub.c, ["pfi/#"]);
+    const { c } = await connect5(b.port);
+    const bad = new Uint8Array([0x68, 0xc3, 0x28]);
+    const ack = await publish(c, "pfi/t", bad, { qos: 1, properties: { payloadFormatIndicator: 1 } });
+    assert.equal(ack?.reasonCode, 0x99);
+    // The same bytes without the indicator are just binary.
+    assert.equal((await publish(c, "pfi/t", bad, { qos: 1 }))?.reasonCode ?? 0, 0);
+    const p = await sub.c.expect(3) as PublishPacket;
+    assert.deepEqual(p.payload, bad);
+    await sub.c.expectNone(3, 100);
+    publish(c, "pfi/t", bad, { properties: { payloadFormatIndicator: 1 } });
+    assert.equal(await serverDisconnect(c), 0x99);
+    await sub.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Server reason codes (§4.13, §3.14.2.1) and PUBACK reason codes (§3.4.2.1)
+
+Deno.test("server DISCONNECT: keep-alive timeout 0x8D", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port, { keepAlive: 1 });
+    assert.equal(await serverDisconnect(c, 4000), 0x8d);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("server DISCONNECT: session taken over 0x8E, malformed packet 0x81, second CONNECT 0x82, AUTH 0x82", async () => {
+  const b = await startBroker();
+  try {
+    const first = await connect5(b.port, { clientId: "twice" });
+    const second = await connect5(b.port, { clientId: "twice" });
+    assert.equal(await serverDisconnect(first.c), 0x8e);
+
+    const malformed = await connect5(b.port);
+    // PUBLISH "t" whose Property Length (5) runs past the end of the packet.
+    await malformed.c.sendBytes(new Uint8Array([0x30, 0x05, 0x00, 0x01, 0x74, 0x05, 0x01]));
+    assert.equal(await serverDisconnect(malformed.c), 0x81);
+
+    const again = await connect5(b.port);
+    again.c.send({ type: 1, protocolName: "MQTT", protocolVersion: 5, clean: true, keepAlive: 60, clientId: "x" });
+    assert.equal(await serverDisconnect(again.c), 0x82);
+
+    // No authentication method was negotiated at CONNECT, so AUTH is not allowed (§4.12).
+    const auth = await connect5(b.port);
+    auth.c.send({ type: 15, reasonCode: 0x19, properties: { authenticationMethod: "SCRAM-SHA-1" } });
+    assert.equal(await serverDisconnect(auth.c), 0x82);
+
+    // The broker still serves the connection that took over.
+    second.c.send({ type: 12 });
+    await second.c.expect(13);
+    await second.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("CONNECT with an Authentication Method we do not support: CONNACK 0x8C", async () => {
+  const b = await startBroker();
+  try {
+    const { c, connack } = await connect5(b.port, {
+      clientId: "enhanced",
+      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: te("client-first") },
+    });
+    assert.equal(connack.reasonCode, 0x8c);
+    await c.expectClosed();
+    assert.equal(b.broker.sessions.has("enhanced"), false);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("server DISCONNECT: shutdown 0x8B to MQTT 5 clients; 3.1.1 clients are just closed", async () => {
+  const b = await startBroker();
+  try {
+    const v5 = await connect5(b.port);
+    const v4 = await RawClient.connect(b.port, { version: 4 });
+    await b.stop();
+    assert.equal(await serverDisconnect(v5.c), 0x8b);
+    await v4.expectClosed();
+    assert.equal(v4.received.length, 0);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("PUBACK 0x10 when nobody subscribes; 0x87 for a PUBLISH to $SYS", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 } });
+  try {
+    const { c } = await connect5(b.port);
+    assert.equal((await publish(c, "nobody/here", "x", { qos: 1 }))?.reasonCode, 0x10);
+    assert.equal((await publish(c, "$SYS/broker/uptime", "fake", { qos: 1 }))?.reasonCode, 0x87);
+    // QoS 2: the same codes on PUBREC; an error code ends the exchange, 0x10 does not (§4.3.3).
+    c.send({ type: 3, topic: "$SYS/x", payload: te("x"), qos: 2, retain: false, dup: false, packetId: 40 });
+    assert.equal((await c.expect(5) as { reasonCode?: number }).reasonCode, 0x87);
+    c.send({ type: 3, topic: "nobody/2", payload: te("x"), qos: 2, retain: false, dup: false, packetId: 41 });
+    assert.equal((await c.expect(5) as { reasonCode?: number }).reasonCode, 0x10);
+    c.send({ type: 6, packetId: 41 });
+    assert.equal((await c.expect(7) as { reasonCode?: number }).reasonCode ?? 0, 0);
+    await c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Interoperation between protocol levels
+
+Deno.test("interop: a 3.1.1 subscriber gets 5.0 messages without properties; a 5.0 subscriber gets 3.1.1 ones", async () => {
+  const b = await startBroker();
+  try {
+    const old = await RawClient.connect(b.port, { version: 4 });
+    old.send({
+      type: 8,
+      packetId: 1,
+      subscriptions: [{ topicFilter: "mix/#", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+    });
+    await old.expect(9);
+    const oldJs = await mqttConnect(b.url, { protocolVersion: 4 });
+    const oldGot = collect(oldJs);
+    await oldJs.subscribeAsync("mix/#", { qos: 1 });
+    const v5 = await connect5(b.port);
+    await subscribe(v5.c, ["mix/#"], { subscriptionIdentifiers: [3] });
+
+    await publish(v5.c, "mix/from5", "five", {
+      qos: 1,
+      properties: {
+        userProperties: [["k", "v"]],
+        contentType: "text/plain",
+        messageExpiryInterval: 30,
+        responseTopic: "mix/reply",
+      },
+    });
+    const p4 = await old.expect(3) as PublishPacket;
+    assert.equal(p4.topic, "mix/from5");
+    assert.equal(td(p4.payload), "five", "no property bytes leak into a 3.1.1 payload");
+    assert.equal(p4.properties, undefined);
+    await waitFor(() => oldGot.length === 1, "MQTT.js 3.1.1 got the message");
+    assert.equal(oldGot[0].payload, "five");
+    assert.equal(oldGot[0].packet.properties, undefined);
+    const own = await v5.c.expect(3) as PublishPacket; // v5 is subscribed too
+    assert.equal(own.properties?.contentType, "text/plain");
+
+    const pub4 = await mqttConnect(b.url, { protocolVersion: 4 });
+    await pub4.publishAsync("mix/from4", "four", { qos: 1 });
+    const p5 = await v5.c.expect(3) as PublishPacket;
+    assert.equal(p5.topic, "mix/from4");
+    assert.equal(td(p5.payload), "four");
+    assert.deepEqual(p5.properties, { subscriptionIdentifiers: [3] });
+    await Promise.all([mqttEnd(oldJs), mqttEnd(pub4), old.close(), v5.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+/** Keeps `ConnackPacket` in use for readers of the helpers' return types. */
+export type { ConnackPacket };

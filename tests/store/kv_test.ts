@@ -1,0 +1,403 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { KvStore } from "../../src/store/kv.ts";
+import { encodeChunkHeader, encodeRetained, TAG_CHUNKED } from "../../src/store/record_codec.ts";
+import { StoreError } from "../../src/store/store.ts";
+import { message, pattern, queued, session, storeSuite } from "./store_suite.ts";
+
+const CHILD = fileURLToPath(new URL("./kv_child.ts", import.meta.url));
+
+/** A temp dir with a database path two levels down (open() must create the directories). */
+async function tempDb(): Promise<{ path: string; cleanup: () => Promise<void> }> {
+  const dir = await Deno.makeTempDir({ prefix: "kv_store_test_" });
+  return { path: `${dir}/data/db/mqtt.db`, cleanup: () => Deno.remove(dir, { recursive: true }) };
+}
+
+storeSuite({
+  name: "KvStore",
+  setup: async () => {
+    const { path, cleanup } = await tempDb();
+    return {
+      store: new KvStore({ path }),
+      reopen: async (s) => {
+        await s.close();
+        const next = new KvStore({ path });
+        await next.open();
+        return next;
+      },
+      cleanup,
+    };
+  },
+});
+
+/** Opens a fresh KvStore on a temp path, runs `body`, closes and removes everything. */
+async function withKv(body: (store: KvStore, path: string) => Promise<KvStore | void>): Promise<void> {
+  const { path, cleanup } = await tempDb();
+  let store = new KvStore({ path });
+  try {
+    await store.open();
+    store = (await body(store, path)) ?? store;
+  } finally {
+    await store.close().catch(() => {});
+    await cleanup();
+  }
+}
+
+/** Reads every key/value of the database file directly (the store must be closed). */
+async function rawEntries(path: string): Promise<Deno.KvEntry<unknown>[]> {
+  const kv = await Deno.openKv(path);
+  try {
+    return await Array.fromAsync(kv.list({ prefix: [] }));
+  } finally {
+    kv.close();
+  }
+}
+
+async function reopen(store: KvStore, path: string): Promise<KvStore> {
+  await store.close();
+  const next = new KvStore({ path });
+  await next.open();
+  return next;
+}
+
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buf = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buf += chunk;
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+      yield buf.slice(0, i);
+      buf = buf.slice(i + 1);
+    }
+  }
+}
+
+function spawnChild(mode: "hold" | "crash", path: string): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-kv", CHILD, mode, path],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+}
+
+Deno.test("KvStore: records are split into chunk sub-keys and long names are hashed", async () => {
+  await withKv(async (store, path) => {
+    const longTopic = "x/".repeat(2500);
+    store.apply({ op: "retained.put", message: message("big", pattern(200 * 1024, 1)) });
+    store.apply({ op: "retained.put", message: message(longTopic, "long") });
+    store.apply({ op: "session.put", session: session("c".repeat(129)) });
+    store.apply({ op: "session.put", session: session("c".repeat(128)) });
+    await store.flush();
+    await store.close();
+    const entries = await rawEntries(path);
+    const big = entries.filter((e) => e.key[0] === "r" && e.key[1] === "big");
+    // 200 KiB in 60 KiB chunks: a header and four chunks, every value raw bytes within the 64 KiB limit.
+    assert.deepEqual(big.map((e) => e.key.slice(2)), [[], [0], [1], [2], [3]]);
+    assert.equal((big[0].value as Uint8Array)[0], TAG_CHUNKED);
+    for (const e of entries) {
+      assert.ok(e.value instanceof Uint8Array, `value at ${String(e.key)} is raw bytes`);
+      assert.ok(e.value.length <= 65536);
+    }
+    const retainedParts = entries.filter((e) => e.key[0] === "r" && e.key.length === 2).map((e) => e.key[1]);
+    assert.equal(retainedParts.length, 2);
+    assert.ok(retainedParts.some((p) => p instanceof Uint8Array && p.length === 32), "long topic hashed");
+    const sessionParts = entries.filter((e) => e.key[0] === "s").map((e) => e.key[1]);
+    assert.ok(sessionParts.includes("c".repeat(128)), "128-byte client id kept as is");
+    assert.ok(sessionParts.some((p) => p instanceof Uint8Array), "129-byte client id hashed");
+    store = new KvStore({ path });
+    await store.open();
+    return store;
+  });
+});
+
+Deno.test("KvStore: put and delete of one new key in a batch cost no commit; repeated puts cost one", async () => {
+  await withKv(async (store) => {
+    store.apply({ op: "outbound.put", record: queued("c", 1) });
+    store.apply({ op: "outbound.delete", clientId: "c", seq: 1 });
+    store.apply({ op: "incoming.put", clientId: "c", packetId: 1 });
+    store.apply({ op: "incoming.delete", clientId: "c", packetId: 1 });
+    await store.flush();
+    assert.deepEqual([store.stats.commits, store.stats.mutations], [0, 0]);
+
+    for (let i = 0; i < 5; i++) store.apply({ op: "session.put", session: session("c", [`f${i}`]) });
+    await store.flush();
+    assert.deepEqual([store.stats.commits, store.stats.mutations], [1, 1]);
+
+    // A committed key: its delete must be written.
+    store.apply({ op: "outbound.put", record: queued("c", 2) });
+    await store.flush();
+    store.apply({ op: "outbound.delete", clientId: "c", seq: 2 });
+    await store.flush();
+    assert.equal(store.stats.mutations, 3);
+  });
+});
+
+Deno.test("KvStore: before load() on an existing database, a delete is never dropped", async () => {
+  await withKv(async (store, path) => {
+    store.apply({ op: "outbound.put", record: queued("c", 1) });
+    await store.flush();
+    store = await reopen(store, path);
+    // Without load() the store cannot know seq 1 exists: put + delete must still write the delete.
+    store.apply({ op: "outbound.put", record: queued("c", 1) });
+    store.apply({ op: "outbound.delete", clientId: "c", seq: 1 });
+    await store.flush();
+    assert.equal(store.stats.mutations, 1);
+    store = await reopen(store, path);
+    assert.deepEqual((await store.load()).outbound, []);
+    // After load() it knows: a new key written and deleted in one batch costs nothing again.
+    store.apply({ op: "outbound.put", record: queued("c", 7) });
+    store.apply({ op: "outbound.delete", clientId: "c", seq: 7 });
+    await store.flush();
+    assert.equal(store.stats.mutations, 0);
+    return store;
+  });
+});
+
+Deno.test("KvStore: a big batch is split into atomics within every Deno KV limit", async () => {
+  await withKv(async (store, path) => {
+    // 1000 puts whose keys are ~150 bytes: over the 80 KiB key budget of one atomic.
+    const id = "k".repeat(128);
+    for (let seq = 1; seq <= 1000; seq++) store.apply({ op: "outbound.put", record: queued(id, seq) });
+    await store.flush();
+    assert.equal(store.stats.mutations, 1000);
+    assert.ok(store.stats.commits >= 2, `commits ${store.stats.commits}`);
+
+    const before = store.stats.commits;
+    for (let seq = 1; seq <= 2500; seq++) store.apply({ op: "outbound.put", record: queued("c", seq) });
+    await store.flush();
+    assert.ok(
+      store.stats.commits - before >= 3,
+      `2500 mutations need 3 atomics, got ${store.stats.commits - before}`,
+    );
+
+    const mid = store.stats.commits;
+    for (let i = 0; i < 30; i++) {
+      store.apply({ op: "retained.put", message: message(`b/${i}`, pattern(40 * 1024, i)) });
+    }
+    await store.flush();
+    assert.ok(store.stats.commits - mid >= 2, "1.2 MB needs two atomics");
+    assert.equal(store.stats.latencies.length, store.stats.commits);
+    assert.equal(store.stats.failures, 0);
+
+    store = await reopen(store, path);
+    const state = await store.load();
+    assert.equal(state.outbound.length, 3500);
+    assert.equal(state.retained.length, 30);
+    return store;
+  });
+});
+
+Deno.test("KvStore: flush() resolves only once the data is in the database file", async () => {
+  await withKv(async (store, path) => {
+    // Deno KV does not lock the file itself, so a second handle can look while the store holds it.
+    const peek = await Deno.openKv(path);
+    try {
+      for (let round = 1; round <= 3; round++) {
+        store.apply({ op: "retained.put", message: message(`t/${round}`, "x") });
+        store.apply({ op: "outbound.put", record: queued("c", round) });
+        await store.flush();
+        assert.ok(
+          (await peek.get(["r", `t/${round}`])).versionstamp !== null,
+          `retained t/${round} committed`,
+        );
+        assert.ok((await peek.get(["o", "c", round])).versionstamp !== null, `outbound ${round} committed`);
+      }
+    } finally {
+      peek.close();
+    }
+  });
+});
+
+Deno.test("KvStore: ops applied during a commit go into the next batch", async () => {
+  await withKv(async (store) => {
+    store.apply({ op: "session.put", session: session("a") });
+    const first = store.flush();
+    await Promise.resolve(); // the scheduled commit starts
+    store.apply({ op: "session.put", session: session("b") });
+    store.apply({ op: "session.put", session: session("c") });
+    const second = store.flush();
+    assert.notEqual(first, second);
+    await first;
+    assert.equal(store.stats.commits, 1);
+    await second;
+    assert.deepEqual([store.stats.commits, store.stats.mutations], [2, 3]);
+  });
+});
+
+Deno.test("KvStore: a failed commit rejects the batch's flush and counts a failure", async () => {
+  const { path, cleanup } = await tempDb();
+  let handle: Deno.Kv | undefined;
+  const store = new KvStore({
+    path,
+    openKv: async (p) => handle = await Deno.openKv(p),
+  });
+  try {
+    await store.open();
+    handle!.close();
+    store.apply({ op: "session.put", session: session("a") });
+    await assert.rejects(store.flush(), (e: Error) => {
+      assert.ok(e instanceof StoreError);
+      assert.match(
+        e.message,
+        /storage\.path .*mqtt\.db: atomic commit 1 of 1 \(1 mutations, batch of 1 ops\) failed/,
+      );
+      return true;
+    });
+    assert.equal(store.stats.failures, 1);
+    await store.close();
+    // The lock was released: the path opens again.
+    const again = new KvStore({ path });
+    await again.open();
+    await again.close();
+  } finally {
+    await store.close().catch(() => {});
+    await cleanup();
+  }
+});
+
+Deno.test("KvStore: a second store on the same path in this process is refused", async () => {
+  await withKv(async (_store, path) => {
+    const second = new KvStore({ path });
+    await assert.rejects(second.open(), {
+      name: "StoreError",
+      message: `storage.path ${path} is locked by another running broker (pid ${Deno.pid})`,
+    });
+  });
+});
+
+Deno.test("KvStore: a database held by another process is refused with its pid, then free once it dies", async () => {
+  const { path, cleanup } = await tempDb();
+  const child = spawnChild("hold", path);
+  const guard = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  try {
+    const out = lines(child.stdout);
+    assert.equal((await out.next()).value, "ready");
+    await assert.rejects(new KvStore({ path }).open(), {
+      name: "StoreError",
+      message: `storage.path ${path} is locked by another running broker (pid ${child.pid})`,
+    });
+    child.kill("SIGKILL");
+    await child.status;
+    await out.return(undefined);
+    // The kernel dropped the lock with the process; the lock file left behind is not an obstacle.
+    const store = new KvStore({ path });
+    await store.open();
+    await store.close();
+  } finally {
+    clearTimeout(guard);
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already exited */ }
+    await child.status;
+    await cleanup();
+  }
+});
+
+Deno.test("KvStore: a leftover lock file from a dead broker is taken over and removed on close", async () => {
+  const { path, cleanup } = await tempDb();
+  try {
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    await Deno.writeTextFile(`${path}.lock`, "999999999\n");
+    const store = new KvStore({ path });
+    await store.open();
+    assert.equal((await Deno.readTextFile(`${path}.lock`)).trim(), String(Deno.pid));
+    await store.close();
+    await assert.rejects(Deno.stat(`${path}.lock`), Deno.errors.NotFound);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("KvStore: every op whose flush resolved survives SIGKILL", async () => {
+  const { path, cleanup } = await tempDb();
+  const child = spawnChild("crash", path);
+  const guard = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  let flushed = 0;
+  try {
+    for await (const line of lines(child.stdout)) {
+      const m = /^flushed (\d+)$/.exec(line);
+      assert.ok(m, `unexpected child output ${JSON.stringify(line)}`);
+      flushed = Number(m[1]);
+      if (flushed >= 150) {
+        child.kill("SIGKILL"); // while it keeps applying and committing
+        break;
+      }
+    }
+    const status = await child.status;
+    assert.equal(status.signal, "SIGKILL");
+    assert.ok(flushed >= 150, `child flushed only ${flushed} ops`);
+
+    const store = new KvStore({ path });
+    await store.open();
+    try {
+      const state = await store.load();
+      const seqs = new Set(state.outbound.map((r) => r.seq));
+      const topics = new Set(state.retained.map((m) => m.topic));
+      const ids = new Set(state.incoming.map((i) => i.packetId));
+      for (let n = 1; n <= flushed; n++) {
+        assert.ok(seqs.has(n), `outbound seq ${n} lost`);
+        assert.ok(topics.has(`r/${n}`), `retained r/${n} lost`);
+        assert.ok(ids.has(n + 1), `incoming id ${n + 1} lost`);
+      }
+      const rec = state.outbound.find((r) => r.seq === flushed)!;
+      assert.equal(new TextDecoder().decode(rec.message!.payload), `payload ${flushed}`);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    clearTimeout(guard);
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already exited */ }
+    await child.status;
+    await cleanup();
+  }
+});
+
+Deno.test("KvStore: load() drops torn chunked records and orphan chunks", async () => {
+  const { path, cleanup } = await tempDb();
+  try {
+    let store = new KvStore({ path });
+    await store.open();
+    store.apply({ op: "retained.put", message: message("good", pattern(130 * 1024, 1)) });
+    store.apply({ op: "retained.put", message: message("small", "s") });
+    await store.close();
+    // What a crash in the middle of a too-large write, or a failed commit, can leave behind.
+    const kv = await Deno.openKv(path);
+    const torn = encodeRetained(message("torn", pattern(100 * 1024, 2)));
+    await kv.atomic()
+      .set(["r", "torn"], encodeChunkHeader({ count: 2, length: torn.length, crc: 1234 }))
+      .set(["r", "torn", 0], torn.subarray(0, 60 * 1024))
+      .set(["r", "torn", 1], torn.subarray(60 * 1024))
+      .set(["r", "small", 3], new Uint8Array(10))
+      .set(["o", "ghost", 1, 0], new Uint8Array(10))
+      .commit();
+    kv.close();
+
+    store = new KvStore({ path });
+    await store.open();
+    const state = await store.load();
+    assert.deepEqual(state.retained.map((m) => m.topic).sort(), ["good", "small"]);
+    assert.deepEqual(state.retained.find((m) => m.topic === "good")!.payload, pattern(130 * 1024, 1));
+    await store.close();
+    const keys = (await rawEntries(path)).map((e) => JSON.stringify(e.key));
+    assert.deepEqual(keys, [
+      '["r","good"]',
+      '["r","good",0]',
+      '["r","good",1]',
+      '["r","good",2]',
+      '["r","small"]',
+    ]);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("KvStore: ':memory:' opens without a lock or directory", async () => {
+  const store = new KvStore({ path: ":memory:" });
+  await store.open();
+  store.apply({ op: "retained.put", message: message("t", "x") });
+  await store.flush();
+  assert.deepEqual((await store.load()).retained.map((m) => m.topic), ["t"]);
+  await store.close();
+  await assert.rejects(Deno.stat(":memory:.lock"), Deno.errors.NotFound);
+});
