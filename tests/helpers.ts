@@ -244,3 +244,90 @@ export const te = (s: string): Uint8Array => new TextEncoder().encode(s);
 /** Bytes to text. */
 export const td = (b: Uint8Array): string => new TextDecoder().decode(b);
 
+
+/** A broker running as a child process (`deno run main.ts`), for crash and CLI tests. */
+export interface BrokerProcess {
+  proc: Deno.ChildProcess;
+  port: number;
+  /** Everything written to stderr so far. */
+  stderr: () => string;
+  /** SIGKILL, then wait for exit. */
+  kill: () => Promise<void>;
+  /** SIGTERM, then wait for the exit code. */
+  terminate: () => Promise<number>;
+  exited: Promise<Deno.CommandStatus>;
+}
+
+/** Starts `main.ts` with `args` on a free port and waits for its "listening" log line. */
+export async function spawnBroker(args: string[], timeoutMs = 20000): Promise<BrokerProcess> {
+  const deno = Deno.execPath();
+  const proc = new Deno.Command(deno, {
+    args: ["run", "-A", "main.ts", "--port", "0", "--metrics.enabled", "false", "--log-level", "info", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  const reader = proc.stderr.getReader();
+  (async () => {
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += decoder.decode(value, { stream: true });
+      }
+    } catch {
+      // process gone
+    }
+  })();
+  const exited = proc.status;
+  let exitedEarly = false;
+  exited.then(() => exitedEarly = true);
+  const end = Date.now() + timeoutMs;
+  let port = 0;
+  while (port === 0) {
+    const m = text.match(/listening type=mqtt address=[^ ]*:(\d+)\s/);
+    if (m) port = Number(m[1]);
+    else if (exitedEarly) throw new Error(`broker exited before listening:\n${text}`);
+    else if (Date.now() > end) {
+      proc.kill("SIGKILL");
+      await exited;
+      throw new Error(`broker did not start:\n${text}`);
+    } else await delay(20);
+  }
+  return {
+    proc,
+    port,
+    stderr: () => text,
+    exited,
+    kill: async () => {
+      try {
+        proc.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await exited;
+    },
+    terminate: async () => {
+      try {
+        proc.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      return (await exited).code;
+    },
+  };
+}
+
+/** True when an external command (mosquitto_pub, openssl...) is installed. */
+export function hasCommand(name: string): boolean {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/usr/bin"])) {
+    try {
+      if (Deno.statSync(`${dir}/${name}`).isFile) return true;
+    } catch {
+      // not here
+    }
+  }
+  return false;
+}

@@ -39,6 +39,8 @@ Scenarios: ${SCENARIO_NAMES.join(", ")}
   --retained N        retained messages to store (retained)
   --payload-size B    payload bytes, >= 16 (default 16)
   --batch N           packets per write for saturating QoS 0 (default 256)
+  --e2e-window N      saturating QoS 0: deliveries sent but not yet received, whole run
+                      (default 4000); 0 = open loop, write as fast as TCP accepts
   --decoder fast|codec  parse PUBLISH in place (default) or through the codec
   --mqtt5             use MQTT 5.0 instead of 3.1.1
   --timeout S         hard limit for the whole run (default: duration + drain + 60)`;
@@ -76,6 +78,7 @@ export function parseLoadArgs(args: string[]): LoadOptions & { timeout: number }
       retained: { type: "string" },
       "payload-size": { type: "string" },
       batch: { type: "string" },
+      "e2e-window": { type: "string" },
       decoder: { type: "string" },
       mqtt5: { type: "boolean", default: false },
       timeout: { type: "string" },
@@ -116,6 +119,7 @@ export function parseLoadArgs(args: string[]): LoadOptions & { timeout: number }
     retained: num("retained", values.retained),
     payloadSize: num("payload-size", values["payload-size"]),
     batch: num("batch", values.batch),
+    e2eWindow: num("e2e-window", values["e2e-window"]),
     decoder,
   });
   const connectPhase = o.connectRate > 0 ? o.connections / o.connectRate : o.connections / 500;

@@ -16,7 +16,7 @@
 import { PacketType, type ProtocolVersion, type QoS } from "../../src/mqtt/types.ts";
 import { encode } from "../../src/mqtt/encode.ts";
 import { BenchClient, type DecodeMode } from "./client.ts";
-import { MAX_PUBLISHERS, newRunTag, Sink, STAMP_BYTES, writeStamp } from "./delivery.ts";
+import { MAX_PUBLISHERS, newRunTag, Progress, Sink, STAMP_BYTES, writeStamp } from "./delivery.ts";
 import { LatencyHistogram } from "./histogram.ts";
 import { AckBatch, AckTemplate, PacketIdPool, PublishTemplate } from "./templates.ts";
 
@@ -190,6 +190,13 @@ export interface LoadOptions {
   payloadSize: number;
   /** PUBLISH packets per write of a saturating QoS 0 publisher. */
   batch: number;
+  /**
+   * Saturating QoS 0 is closed-loop: at most this many deliveries (summed over publishers and the
+   * subscribers each message is due at) may be sent but not yet received, so the rate measured is what
+   * the broker sustains rather than how much it drops, and latency stays near window / rate.
+   * 0 = open loop: write as fast as TCP accepts.
+   */
+  e2eWindow: number;
   decoder: DecodeMode;
   /** Progress events (e.g. `{event: "ready"}` once idle connections are up). */
   onEvent?: (event: Record<string, unknown>) => void;
@@ -273,6 +280,7 @@ export function resolveOptions(
     hold: 2,
     payloadSize: STAMP_BYTES,
     batch: 256,
+    e2eWindow: 4000,
     decoder: "fast",
     ...defined,
   };
@@ -289,7 +297,7 @@ export function resolveOptions(
   if (o.publishers > MAX_PUBLISHERS) {
     throw new RangeError(`--publishers must be at most ${MAX_PUBLISHERS}, got ${o.publishers}`);
   }
-  for (const k of ["duration", "drain", "rate", "count", "hold", "connectRate"] as const) {
+  for (const k of ["duration", "drain", "rate", "count", "hold", "connectRate", "e2eWindow"] as const) {
     if (!(o[k] >= 0)) throw new RangeError(`--${k} must be a non-negative number, got ${o[k]}`);
   }
   return o;
@@ -409,7 +417,7 @@ interface Publisher {
  * Subscribes `client` to `filter` and accounts its deliveries in `sink`, acknowledging QoS 1 with
  * PUBACK and QoS 2 with PUBREC / PUBCOMP (§4.3), all acknowledgements of a read chunk in one write.
  */
-function attachSubscriber(client: BenchClient, sink: Sink, errors: ErrorLog): void {
+function attachSubscriber(client: BenchClient, sink: Sink, errors: ErrorLog, progress?: Progress): void {
   const puback = new AckTemplate(PacketType.PUBACK, client.version);
   const pubrec = new AckTemplate(PacketType.PUBREC, client.version);
   const pubcomp = new AckTemplate(PacketType.PUBCOMP, client.version);
@@ -426,6 +434,7 @@ function attachSubscriber(client: BenchClient, sink: Sink, errors: ErrorLog): vo
     onChunkEnd: () => {
       const bytes = acks.take();
       if (bytes !== null) client.write(bytes).catch((e) => errors.add(String(e)));
+      progress?.notify();
     },
     onClose: errors.onClose,
   };
@@ -466,16 +475,18 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
   const latency = new LatencyHistogram();
   const tag = runTag();
   const stampTag = newRunTag();
+  const delivered = new Float64Array(o.publishers);
+  const progress = new Progress();
   const sinks = Array.from(
     { length: spec.routing === "shared" ? 1 : o.subscribers },
-    () => new Sink(latency, stampTag),
+    () => new Sink(latency, stampTag, delivered),
   );
   let subs: BenchClient[] = [];
   let pubClients: BenchClient[] = [];
   try {
     subs = await connectAll(o, o.subscribers, (i) => `${tag}-s${i}`, 64 * 1024);
     await forEachLimit(subs.length, 64, async (i) => {
-      attachSubscriber(subs[i], sinks[spec.routing === "shared" ? 0 : i], errors);
+      attachSubscriber(subs[i], sinks[spec.routing === "shared" ? 0 : i], errors, progress);
       const granted = await subs[i].subscribe(spec.filter(i), o.qos);
       if (granted >= 0x80) {
         throw new Error(`broker refused subscription "${spec.filter(i)}" with reason code 0x${granted.toString(16)}`);
@@ -570,18 +581,44 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
         }
       })());
     } else if (o.qos === 0) {
+      // Each message of publisher p is due at this many sinks; the window is split among publishers
+      // and counted in messages per publisher; a batch is at most a quarter of it, so writes pipeline.
+      const fanout = spec.routing === "all" ? sinks.length : 1;
+      const window = Math.max(1, Math.floor(o.e2eWindow / fanout / pubs.length));
+      const batch = o.e2eWindow > 0 ? Math.min(o.batch, Math.max(1, Math.floor(window / 4))) : o.batch;
       for (const p of pubs) {
         pumps.push((async () => {
-          // Saturating QoS 0: one reused buffer of `batch` packets per write; awaiting the write is the
-          // back-pressure (TCP flow control from the broker), so the broker sets the pace.
-          const buf = p.template.batch(o.batch);
+          // Saturating QoS 0: one reused buffer of `batch` packets per write; awaiting the write is
+          // TCP back-pressure from the broker, and the end-to-end window keeps the broker's queues short.
+          const buf = p.template.batch(batch);
           const view = new DataView(buf.buffer);
+          let written = 0; // messages no longer counted in flight: delivered, or given up as lost
+          let lastDelivered = 0;
+          let stalledSince = 0;
           while (!stopped && !p.client.closed) {
-            const k = Math.min(o.batch, canSend(p));
+            const k = Math.min(batch, canSend(p));
             if (k <= 0) break;
+            if (o.e2eWindow > 0) {
+              const got = delivered[p.index] / fanout;
+              if (p.sent - written - got + k > window) {
+                const now = performance.now();
+                if (got !== lastDelivered) {
+                  lastDelivered = got;
+                  stalledSince = now;
+                } else if (now - stalledSince > 500) {
+                  // Nothing arrived for 500 ms: the broker dropped what is in flight (QoS 0 may be
+                  // dropped, §4.3.1). Stop waiting for it; it is counted as lost at the end.
+                  written = p.sent - got;
+                  stalledSince = now;
+                  continue;
+                }
+                await progress.wait(5);
+                continue;
+              }
+            }
             const now = performance.now();
             for (let s = 0; s < k; s++) p.template.stamp(view, s, 0, stampTag, p.index, p.sent++, now);
-            await p.client.write(k === o.batch ? buf : buf.subarray(0, k * p.template.length));
+            await p.client.write(k === batch ? buf : buf.subarray(0, k * p.template.length));
           }
         })().catch((e) => errors.add(String(e))));
       }

@@ -31,12 +31,18 @@ export interface DeliveryExtras {
 
 const PLACEHOLDER_ID = 0xffff;
 
-/** Properties to forward: everything the publisher sent except hop-by-hop ones (§3.3.2.3). */
+/**
+ * Properties to forward: everything the publisher sent except hop-by-hop ones (§3.3.2.3). Will Delay
+ * Interval belongs to the Will in CONNECT only (§3.1.3.2.2) and is not allowed on PUBLISH.
+ */
 export function forwardableProperties(props: Properties | undefined): Properties | undefined {
   if (!props) return undefined;
   let out: Properties | undefined;
   for (const key in props) {
-    if (key === "topicAlias" || key === "subscriptionIdentifiers" || key === "messageExpiryInterval") continue;
+    if (
+      key === "topicAlias" || key === "subscriptionIdentifiers" || key === "messageExpiryInterval" ||
+      key === "willDelayInterval"
+    ) continue;
     const value = props[key as keyof Properties];
     if (value === undefined) continue;
     out ??= {};

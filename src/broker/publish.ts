@@ -90,7 +90,8 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
     ack(broker, client, 5, p.packetId!, 0);
     return;
   }
-  if (qos > 0 && ++client.inboundUnacked > broker.receiveMaximum) {
+  // Receive Maximum exists in MQTT 5 only (§3.3.4); 3.1.1 clients are bounded by their packet ids.
+  if (qos > 0 && ++client.inboundUnacked > broker.receiveMaximum && client.version === 5) {
     client.disconnect(ReasonCode.ReceiveMaximumExceeded, `more than ${broker.receiveMaximum} unacknowledged publishes`);
     return;
   }

@@ -261,6 +261,7 @@ export function sendPublish(
   }
   const now = Date.now();
   let bytes: Uint8Array;
+  let newAlias: number | undefined;
   if (client.version === 5 && (subscriptionIds !== undefined || client.aliasOutMax > 0)) {
     let topicAlias: number | undefined;
     let aliasKnown = false;
@@ -270,7 +271,7 @@ export function sendPublish(
       if (topicAlias !== undefined) aliasKnown = true;
       else if (aliases.size < client.aliasOutMax) {
         topicAlias = aliases.size + 1;
-        aliases.set(msg.topic, topicAlias);
+        newAlias = topicAlias;
       }
     }
     bytes = encodeWithExtras(msg, qos, retain, now, { subscriptionIds, topicAlias, aliasKnown });
@@ -281,6 +282,8 @@ export function sendPublish(
     metrics.dropped.too_large++;
     return false;
   }
+  // The alias exists for the client only once a PUBLISH setting it was sent (§3.3.2.3.4).
+  if (newAlias !== undefined) client.aliasesOut!.set(msg.topic, newAlias);
   if (qos === 0) transport.write(bytes);
   else transport.writeWithPacketId(bytes, packetIdOffset(bytes), packetId, dup);
   metrics.publishSent++;

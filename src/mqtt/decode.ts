@@ -7,6 +7,15 @@
  * as a RangeError or TypeError. Topic names and filters are not checked here (see topic.ts): the broker
  * answers those with specific reason codes.
  *
+ * Shape of decoded packets (what `deepEqual(decode(encode(p)), p)` relies on):
+ * - `properties` (and `will.properties`) is absent when the property section is empty, so a property-less
+ *   MQTT 5 packet allocates nothing extra;
+ * - at level 5, PUBACK..PUBCOMP, DISCONNECT and AUTH always carry `reasonCode` (0 when the short form omitted
+ *   it), UNSUBACK always carries `reasonCodes`; at levels 3 and 4 these fields are absent;
+ * - CONNACK `reasonCode` is the 3.1.1 return code at levels 3/4; at level 3 `sessionPresent` is always false;
+ * - SUBSCRIBE options at levels 3/4 decode as noLocal false, retainAsPublished false, retainHandling 0;
+ * - `payload`, `password`, `correlationData`, `authenticationData` are copies, never views of the input.
+ *
  * @module
  */
 
@@ -387,8 +396,9 @@ export function decodePacket(bytes: Uint8Array, version: ProtocolVersion): Packe
   return decodeBody(new Reader(bytes, pos, bytes.length), bytes[0], version);
 }
 
-/** Smallest internal buffer kept between packets; bigger ones are dropped after use to bound memory. */
+/** Largest internal buffer kept between packets; bigger ones are dropped after use to bound memory. */
 const KEEP_BUFFER = 64 * 1024;
+const EMPTY = new Uint8Array(0);
 
 /**
  * Streaming decoder for one connection. Push each chunk read from the socket, then call {@link next} until it
@@ -398,7 +408,11 @@ const KEEP_BUFFER = 64 * 1024;
  * Packets lying whole inside a chunk are decoded in place (only the payload is copied).
  */
 export class PacketDecoder {
-  /** Level used to decode packets; set from each decoded CONNECT, and settable (client side). */
+  /**
+   * Level used to decode packets; settable (client side). Set from the Protocol Level of each CONNECT as soon
+   * as it is read, even when the rest of that CONNECT turns out malformed, so the server can still answer in
+   * the client's format.
+   */
   protocolVersion: ProtocolVersion;
   /** Largest accepted packet in bytes; checked as soon as the Remaining Length is known (0x95). */
   maxPacketSize: number;
@@ -467,6 +481,12 @@ export class PacketDecoder {
 
   /** Parses a fixed header at `bytes[pos, end)`: sets #need/#headerLen, or leaves #need -1 if cut off. */
   #header(bytes: Uint8Array, pos: number, end: number): void {
+    // Refuse what can never decode before buffering its body: reserved type 0, AUTH before MQTT 5 (§2.1.2).
+    const type = bytes[pos] >>> 4;
+    if (type === 0) throw malformed("packet type 0 is reserved (§2.1.2)");
+    if (type === 15 && this.protocolVersion !== 5) {
+      throw malformed(`AUTH packet is not defined for protocol level ${this.protocolVersion}`);
+    }
     let remaining = 0;
     let mult = 1;
     for (let i = 1; i <= 4; i++) {
@@ -494,10 +514,23 @@ export class PacketDecoder {
     const r = this.#reader;
     r.reset(bytes, start + this.#headerLen, start + this.#need);
     const header = bytes[start];
+    if (header === 0x10) this.#peekConnectLevel(bytes, r.pos, r.end);
     const packet = decodeBody(r, header, this.protocolVersion);
     r.reset(EMPTY, 0, 0); // drop the reference to the caller's chunk
     if (packet.type === 1) this.protocolVersion = packet.protocolVersion;
     return packet;
+  }
+
+  /**
+   * Takes the protocol level of a CONNECT before decoding the rest, so that when the rest is malformed the
+   * server still knows whether to answer with an MQTT 5 CONNACK reason code (§3.1.4, §3.2.2.2).
+   */
+  #peekConnectLevel(bytes: Uint8Array, pos: number, end: number): void {
+    if (pos + 2 > end) return;
+    const at = pos + 2 + ((bytes[pos] << 8) | bytes[pos + 1]);
+    if (at >= end) return;
+    const level = bytes[at];
+    if (level === 3 || level === 4 || level === 5) this.protocolVersion = level;
   }
 
   #nextInPlace(): Packet | null {
@@ -581,5 +614,3 @@ export class PacketDecoder {
     this.#buf[this.#bufLen++] = b;
   }
 }
-
-const EMPTY = new Uint8Array(0);

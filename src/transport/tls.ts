@@ -1,9 +1,338 @@
-/** Placeholder until the TLS listener is written. */
-import type { Logger } from "../log.ts";
-import type { Transport } from "./connection.ts";
-import type { ListenerSpec, OpenListener } from "./listeners.ts";
+/**
+ * TLS listeners (`mqtts`), with optional mutual TLS. Nothing about MQTT here: each accepted connection
+ * becomes a {@link StreamTransport} handed to the broker.
+ *
+ * Protocol versions: Deno's TLS stack is rustls, which implements TLS 1.2 and TLS 1.3 only; SSLv3, TLS 1.0
+ * and TLS 1.1 are refused during the handshake. `Deno.listenTls` has no minimum-version option (none is
+ * needed: 1.2 is already the floor); the `node:tls` server below is given `minVersion: "TLSv1.2"` to say so.
+ *
+ * Server authentication only (`require_client_cert` false): `Deno.listenTls` and the shared accept loop.
+ *
+ * Mutual TLS (`require_client_cert` true): `Deno.listenTls` in Deno 2.9.6 cannot ask for or verify client
+ * certificates (its options are hostname, port, transport, alpnProtocols, reusePort, tcpBacklog, cert, key),
+ * and `Deno.TlsConn` exposes no peer certificate. Deno's `node:tls` server can: `requestCert` plus
+ * `rejectUnauthorized` makes rustls refuse, during the handshake, a client without a certificate or with one
+ * that does not chain to `ca_file`, and `getPeerCertificate()` gives the verified certificate's subject CN
+ * (used as the MQTT username when `use_cn_as_username` is set). rustls (webpki) accepts only X.509 v3
+ * client certificates.
+ *
+ * @module
+ */
 
-/** Opens a TLS listener. */
-export function listenTls(spec: ListenerSpec, _on: (t: Transport) => void, _logger: Logger): Promise<OpenListener> {
-  return Promise.reject(new Error(`${spec.type} listeners are not implemented yet`));
+import tls from "node:tls";
+import type { Logger } from "../log.ts";
+import { type ByteConn, StreamTransport, type Transport } from "./connection.ts";
+import { acceptLoop, bindError, ListenError, type ListenerSpec, type OpenListener } from "./listeners.ts";
+
+/** The PEM text of a TLS listener's files. */
+export interface TlsFiles {
+  cert: string;
+  key: string;
+  /** Only for mutual TLS. */
+  ca?: string;
+}
+
+/**
+ * A TLS handshake that has not finished after this long is abandoned (mutual TLS listener; the broker only
+ * sees a connection once its handshake is done, so its CONNECT timeout cannot cover this part).
+ */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Above this many received but unread bytes, a `node:tls` socket is paused (TCP back-pressure). */
+const READ_HIGH_WATER = 64 * 1024;
+
+function where(spec: ListenerSpec): string {
+  return `${spec.type} listener ${spec.host}:${spec.port}`;
+}
+
+/**
+ * Reads `cert_file`, `key_file` and (for mutual TLS) `ca_file` of a listener. Rejects with a
+ * {@link ListenError} naming the key and the path that could not be read.
+ */
+export async function readTlsFiles(spec: ListenerSpec): Promise<TlsFiles> {
+  const read = async (name: "cert_file" | "key_file" | "ca_file"): Promise<string> => {
+    const path = spec[name];
+    if (!path) throw new ListenError(`${where(spec)}: ${name} is required, got nothing`);
+    try {
+      return await Deno.readTextFile(path);
+    } catch (err) {
+      throw new ListenError(`${where(spec)}: cannot read ${name} ${path}: ${(err as Error).message}`);
+    }
+  };
+  const [cert, key, ca] = await Promise.all([
+    read("cert_file"),
+    read("key_file"),
+    spec.require_client_cert ? read("ca_file") : undefined,
+  ]);
+  if (ca !== undefined && !ca.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new ListenError(`${where(spec)}: ca_file ${spec.ca_file} holds no PEM certificate`);
+  }
+  return { cert, key, ca };
+}
+
+function sameFiles(a: TlsFiles, b: TlsFiles): boolean {
+  return a.cert === b.cert && a.key === b.key && a.ca === b.ca;
+}
+
+/** Turns a failure to bind or to load the key pair into a one-line {@link ListenError}. */
+function tlsError(spec: ListenerSpec, err: unknown): ListenError {
+  if (err instanceof ListenError) return err;
+  if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied) {
+    return bindError(spec, err);
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new ListenError(
+    `${where(spec)}: cannot use cert_file ${spec.cert_file} with key_file ${spec.key_file}: ${message}`,
+  );
+}
+
+/**
+ * Checks that a certificate and key load and belong together, by binding a throw-away TLS listener on a free
+ * loopback port: `Deno.listenTls` is where rustls parses both and checks that they match (`node:tls`
+ * `createSecureContext` accepts anything and would only fail each handshake later).
+ */
+function checkKeyPair(spec: ListenerSpec, files: TlsFiles): void {
+  try {
+    Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: files.cert, key: files.key }).close();
+  } catch (err) {
+    throw tlsError(spec, err);
+  }
+}
+
+/**
+ * Opens an `mqtts` listener on `spec.host:spec.port` (port 0 picks a free port, reported in `info.port`).
+ * The returned handle's `reloadCertificates()` re-reads the files and, when they changed, serves new
+ * handshakes with them; connections already open keep theirs. A bad new pair rejects and keeps the old one.
+ */
+export async function listenTls(
+  spec: ListenerSpec,
+  onTransport: (t: Transport) => void,
+  logger: Logger,
+): Promise<OpenListener> {
+  const files = await readTlsFiles(spec);
+  return spec.require_client_cert
+    ? await listenMutual(spec, files, onTransport, logger)
+    : listenServerAuth(spec, files, onTransport, logger);
+}
+
+/** Server authentication only: `Deno.listenTls` and the accept loop shared with TCP. */
+function listenServerAuth(
+  spec: ListenerSpec,
+  files: TlsFiles,
+  onTransport: (t: Transport) => void,
+  logger: Logger,
+): OpenListener {
+  const bind = (port: number, pem: TlsFiles): Deno.TlsListener => {
+    try {
+      return Deno.listenTls({ hostname: spec.host, port, transport: "tcp", cert: pem.cert, key: pem.key });
+    } catch (err) {
+      throw tlsError({ ...spec, port }, err);
+    }
+  };
+  let listener = bind(spec.port, files);
+  const addr = listener.addr as Deno.NetAddr;
+  const bound: ListenerSpec = { ...spec, port: addr.port };
+  let loop = acceptLoop(listener, onTransport, logger, bound);
+  let current = files;
+  let closed = false;
+  return {
+    info: { type: spec.type, host: addr.hostname, port: addr.port },
+    close: () => {
+      closed = true;
+      listener.close();
+    },
+    reloadCertificates: async () => {
+      const next = await readTlsFiles(bound);
+      if (closed || sameFiles(next, current)) return false;
+      // Validate first: a bad pair must not leave the port unbound.
+      checkKeyPair(bound, next);
+      // rustls takes its key pair when the listener is created, so new handshakes need a new listener.
+      // Closing a listener does not close the connections it accepted.
+      listener.close();
+      // The socket is released once the pending accept has failed, i.e. when the loop has returned.
+      await loop;
+      listener = bind(bound.port, next);
+      loop = acceptLoop(listener, onTransport, logger, bound);
+      current = next;
+      return true;
+    },
+  };
+}
+
+/** The subject CN of a peer certificate (the last one when there are several), if any. */
+function commonName(cert: tls.PeerCertificate | undefined): string | undefined {
+  const cn: unknown = cert?.subject?.CN;
+  if (Array.isArray(cn)) return cn.length > 0 ? String(cn[cn.length - 1]) : undefined;
+  return typeof cn === "string" && cn !== "" ? cn : undefined;
+}
+
+/** Mutual TLS through `node:tls` (see the module comment for why not `Deno.listenTls`). */
+async function listenMutual(
+  spec: ListenerSpec,
+  files: TlsFiles,
+  onTransport: (t: Transport) => void,
+  logger: Logger,
+): Promise<OpenListener> {
+  checkKeyPair(spec, files);
+  const context = (pem: TlsFiles): tls.SecureContextOptions => ({
+    cert: pem.cert,
+    key: pem.key,
+    ca: pem.ca,
+    minVersion: "TLSv1.2",
+  });
+  const server = tls.createServer({
+    ...context(files),
+    requestCert: true,
+    rejectUnauthorized: true,
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+  });
+  let bound: ListenerSpec = spec;
+  server.on("secureConnection", (socket: tls.TLSSocket) => {
+    try {
+      // rejectUnauthorized already ended unverified handshakes; this keeps a future default from slipping by.
+      if (!socket.authorized) {
+        socket.destroy();
+        return;
+      }
+      const transport = new StreamTransport(new NodeSocketConn(socket));
+      if (spec.use_cn_as_username) {
+        const cn = commonName(socket.getPeerCertificate());
+        if (cn === undefined) {
+          logger.warn("client certificate has no subject CN to use as username, closing", {
+            listener: `${bound.host}:${bound.port}`,
+            addr: transport.remoteAddr,
+          });
+          socket.destroy();
+          return;
+        }
+        transport.peerCommonName = cn;
+      }
+      // Small QoS 1 windows must not wait for Nagle / delayed ACK.
+      socket.setNoDelay(true);
+      onTransport(transport);
+    } catch (err) {
+      logger.warn("could not set up connection", { error: String(err) });
+      socket.destroy();
+    }
+  });
+  server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
+    // No certificate, one our CA did not sign (reported as a hang-up), an old TLS version, or plain MQTT
+    // sent to the TLS port.
+    logger.info("TLS handshake refused", {
+      listener: `${bound.host}:${bound.port}`,
+      addr: socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`,
+      error: err.message,
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    const failed = (err: Error) => reject(tlsError(spec, err));
+    server.once("error", failed);
+    server.listen({ host: spec.host, port: spec.port }, () => {
+      server.off("error", failed);
+      resolve();
+    });
+  }).catch((err) => {
+    server.close();
+    throw err;
+  });
+  server.on("error", (err: Error) => {
+    logger.warn("TLS listener error", { listener: `${bound.host}:${bound.port}`, error: err.message });
+  });
+  const addr = server.address() as { address: string; port: number };
+  bound = { ...spec, port: addr.port };
+  let current = files;
+  return {
+    info: { type: spec.type, host: addr.address, port: addr.port },
+    // server.close() stops accepting at once; its callback would wait for every open connection, which
+    // the broker closes after its listeners, so it is not awaited.
+    close: () => {
+      server.close();
+    },
+    reloadCertificates: async () => {
+      const next = await readTlsFiles(bound);
+      if (!server.listening || sameFiles(next, current)) return false;
+      checkKeyPair(bound, next);
+      // The node:tls server swaps its context in place: same socket, no gap, open connections untouched.
+      server.setSecureContext(context(next));
+      current = next;
+      return true;
+    },
+  };
+}
+
+/**
+ * A {@link ByteConn} over a `node:tls` socket, so the verified mutual-TLS connection reuses
+ * {@link StreamTransport}'s buffering. Reads pause the socket above {@link READ_HIGH_WATER} unread bytes.
+ */
+class NodeSocketConn implements ByteConn {
+  readonly remoteAddr: Deno.NetAddr;
+  #socket: tls.TLSSocket;
+  #chunks: Uint8Array[] = [];
+  /** Bytes of `#chunks[0]` already read. */
+  #offset = 0;
+  #buffered = 0;
+  #ended = false;
+  #wake?: () => void;
+
+  constructor(socket: tls.TLSSocket) {
+    this.#socket = socket;
+    this.remoteAddr = { transport: "tcp", hostname: socket.remoteAddress ?? "unknown", port: socket.remotePort ?? 0 };
+    socket.on("data", (data: Uint8Array) => {
+      this.#chunks.push(data);
+      this.#buffered += data.length;
+      if (this.#buffered >= READ_HIGH_WATER) socket.pause();
+      this.#notify();
+    });
+    const end = () => {
+      this.#ended = true;
+      this.#notify();
+    };
+    socket.on("end", end);
+    socket.on("close", end);
+    // A reset: the stream ends; `close` follows.
+    socket.on("error", end);
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#buffered === 0) {
+      if (this.#ended) return null;
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+    let n = 0;
+    while (n < p.length && this.#chunks.length > 0) {
+      const chunk = this.#chunks[0];
+      const take = Math.min(p.length - n, chunk.length - this.#offset);
+      p.set(chunk.subarray(this.#offset, this.#offset + take), n);
+      n += take;
+      this.#offset += take;
+      if (this.#offset === chunk.length) {
+        this.#chunks.shift();
+        this.#offset = 0;
+      }
+    }
+    this.#buffered -= n;
+    if (this.#buffered < READ_HIGH_WATER && this.#socket.isPaused()) this.#socket.resume();
+    return n;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return new Promise((resolve, reject) => {
+      if (this.#socket.destroyed) {
+        reject(new Error(`TLS socket to ${this.remoteAddr.hostname}:${this.remoteAddr.port} is closed`));
+        return;
+      }
+      // The callback runs once the socket no longer needs `p`, so StreamTransport may then reuse it.
+      this.#socket.write(p, (err?: Error | null) => (err ? reject(err) : resolve(p.length)));
+    });
+  }
+
+  close(): void {
+    this.#socket.destroy();
+  }
 }

@@ -3,14 +3,100 @@
  * Message Expiry, Topic Aliases, Subscription Options and Identifiers, Request / Response properties,
  * server reason codes, and interoperation with 3.1.1 clients.
  *
- * Shared subscriptions, flow control and Will Delay live in the other `mqtt5_*_test.ts` files.
+ * Shared subscriptions, flow control (Receive Maximum, Maximum Packet Size) and Will Delay Interval too.
  */
 
 import assert from "node:assert/strict";
 import mqtt from "mqtt";
-import type { ConnackPacket, PublishPacket } from "../../src/mqtt/types.ts";
+import type {
+  AckPacket,
+  ConnackPacket,
+  ConnectPacket,
+  DisconnectPacket,
+  Properties,
+  PublishPacket,
+  QoS,
+  SubackPacket,
+  SubscriptionRequest,
+} from "../../src/mqtt/types.ts";
 import { collect, delay, mqttConnect, mqttEnd, RawClient, startBroker, td, te, waitFor } from "../helpers.ts";
-import { connect5, publish, serverDisconnect, subscribe } from "./mqtt5_util.ts";
+
+/** Opens a raw MQTT 5 connection and returns it with the CONNACK it got (whatever its reason code). */
+async function connect5(
+  port: number,
+  fields: Partial<ConnectPacket> = {},
+): Promise<{ c: RawClient; connack: ConnackPacket }> {
+  const c = await RawClient.open(port, 5);
+  c.send({
+    type: 1,
+    protocolName: "MQTT",
+    protocolVersion: 5,
+    clean: true,
+    keepAlive: 60,
+    clientId: `v5-${crypto.randomUUID().slice(0, 8)}`,
+    ...fields,
+  });
+  const connack = await c.expect(2) as ConnackPacket;
+  return { c, connack };
+}
+
+let nextPacketId = 1;
+
+/** Subscribes a raw client (a plain string means QoS 1, default options) and returns the SUBACK codes. */
+async function subscribe(
+  c: RawClient,
+  filters: (string | (Partial<SubscriptionRequest> & { topicFilter: string }))[],
+  properties?: Properties,
+): Promise<number[]> {
+  const packetId = nextPacketId++;
+  c.send({
+    type: 8,
+    packetId,
+    properties,
+    subscriptions: filters.map((f) => ({
+      qos: 1 as QoS,
+      noLocal: false,
+      retainAsPublished: false,
+      retainHandling: 0 as const,
+      ...(typeof f === "string" ? { topicFilter: f } : f),
+    })),
+  });
+  const suback = await c.expect(9) as SubackPacket;
+  assert.equal(suback.packetId, packetId);
+  return suback.reasonCodes;
+}
+
+/** Sends a PUBLISH from a raw client; for QoS 1 waits for and returns the PUBACK. */
+async function publish(
+  c: RawClient,
+  topic: string,
+  payload: string | Uint8Array,
+  opts: { qos?: QoS; retain?: boolean; properties?: Properties; packetId?: number } = {},
+): Promise<AckPacket | undefined> {
+  const qos = opts.qos ?? 0;
+  const packetId = qos > 0 ? (opts.packetId ?? nextPacketId++) : undefined;
+  c.send({
+    type: 3,
+    topic,
+    payload: typeof payload === "string" ? te(payload) : payload,
+    qos,
+    retain: opts.retain ?? false,
+    dup: false,
+    packetId,
+    properties: opts.properties,
+  });
+  if (qos !== 1) return undefined;
+  const ack = await c.expect(4) as AckPacket;
+  assert.equal(ack.packetId, packetId);
+  return ack;
+}
+
+/** Waits for the server's DISCONNECT, checks the socket is then closed, and returns the reason code. */
+async function serverDisconnect(c: RawClient, timeoutMs = 3000): Promise<number | undefined> {
+  const d = await c.expect(14, timeoutMs) as DisconnectPacket;
+  await c.expectClosed();
+  return d.reasonCode;
+}
 
 /** Connects an MQTT.js client with protocol level 5 and returns it with its CONNACK. */
 function mqtt5(
@@ -18,7 +104,12 @@ function mqtt5(
   opts: mqtt.IClientOptions = {},
 ): Promise<{ client: mqtt.MqttClient; connack: mqtt.IConnackPacket }> {
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, protocolVersion: 5, ...opts });
+    const client = mqtt.connect(url, {
+      reconnectPeriod: 0,
+      connectTimeout: 5000,
+      protocolVersion: 5,
+      ...opts,
+    });
     client.once("connect", (connack) => resolve({ client, connack }));
     client.once("error", (err) => {
       client.end(true);
@@ -148,7 +239,10 @@ Deno.test("Session Expiry Interval > 0 keeps the session until it expires; DISCO
 Deno.test("DISCONNECT with Session Expiry Interval 0 ends a session that would have outlived the connection", async () => {
   const b = await startBroker();
   try {
-    const { c } = await connect5(b.port, { clientId: "se-short", properties: { sessionExpiryInterval: 3600 } });
+    const { c } = await connect5(b.port, {
+      clientId: "se-short",
+      properties: { sessionExpiryInterval: 3600 },
+    });
     await subscribe(c, ["short/#"]);
     c.send({ type: 14, reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
     await c.expectClosed();
@@ -210,8 +304,16 @@ Deno.test("Message Expiry: expired messages are not delivered; the remaining int
     await publish(pub.c, "mx/short", "short", { qos: 1, properties: { messageExpiryInterval: 1 } });
     await publish(pub.c, "mx/long", "long", { qos: 1, properties: { messageExpiryInterval: 10 } });
     await publish(pub.c, "mx/none", "none", { qos: 1 });
-    await publish(pub.c, "mxr/short", "retained", { qos: 1, retain: true, properties: { messageExpiryInterval: 1 } });
-    await publish(pub.c, "mxr/long", "retained", { qos: 1, retain: true, properties: { messageExpiryInterval: 10 } });
+    await publish(pub.c, "mxr/short", "retained", {
+      qos: 1,
+      retain: true,
+      properties: { messageExpiryInterval: 1 },
+    });
+    await publish(pub.c, "mxr/long", "retained", {
+      qos: 1,
+      retain: true,
+      properties: { messageExpiryInterval: 10 },
+    });
     await delay(1200);
 
     const back = await connect5(b.port, { clientId: "mx", clean: false, properties: props });
@@ -266,7 +368,7 @@ Deno.test("inbound Topic Alias: set, use, remap; not carried to the next connect
 
     // MQTT-3.3.2-7: mappings do not survive the connection.
     const next = await connect5(b.port, { clientId: "aliaser" });
-    publish(next.c, "", "stale", { qos: 1, properties: { topicAlias: 5 } });
+    publish(next.c, "", "stale", { properties: { topicAlias: 5 } });
     assert.equal(await serverDisconnect(next.c), 0x82);
     await sub.c.expectNone(3, 100);
     await sub.c.close();
@@ -572,7 +674,14 @@ Deno.test("server DISCONNECT: session taken over 0x8E, malformed packet 0x81, se
     assert.equal(await serverDisconnect(malformed.c), 0x81);
 
     const again = await connect5(b.port);
-    again.c.send({ type: 1, protocolName: "MQTT", protocolVersion: 5, clean: true, keepAlive: 60, clientId: "x" });
+    again.c.send({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 5,
+      clean: true,
+      keepAlive: 60,
+      clientId: "x",
+    });
     assert.equal(await serverDisconnect(again.c), 0x82);
 
     // No authentication method was negotiated at CONNECT, so AUTH is not allowed (§4.12).
@@ -647,7 +756,13 @@ Deno.test("interop: a 3.1.1 subscriber gets 5.0 messages without properties; a 5
     old.send({
       type: 8,
       packetId: 1,
-      subscriptions: [{ topicFilter: "mix/#", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+      subscriptions: [{
+        topicFilter: "mix/#",
+        qos: 1,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
     });
     await old.expect(9);
     const oldJs = await mqttConnect(b.url, { protocolVersion: 4 });
@@ -687,5 +802,287 @@ Deno.test("interop: a 3.1.1 subscriber gets 5.0 messages without properties; a 5
   }
 });
 
-/** Keeps `ConnackPacket` in use for readers of the helpers' return types. */
-export type { ConnackPacket };
+// ---------------------------------------------------------------------------------------------------
+// Shared subscriptions (§4.8.2)
+
+Deno.test("shared subscription: each member gets a share, none twice; other subscribers and groups get all", async () => {
+  const b = await startBroker();
+  try {
+    const members = await Promise.all([1, 2, 3].map(() => mqtt5(b.url)));
+    const shares = members.map((m) => collect(m.client));
+    for (const m of members) await m.client.subscribeAsync("$share/g/sh/#", { qos: 1 });
+    const loner = await mqtt5(b.url); // the only member of another group
+    const lonerGot = collect(loner.client);
+    await loner.client.subscribeAsync("$share/other/sh/#", { qos: 1 });
+    const plain = await connect5(b.port);
+    await subscribe(plain.c, ["sh/#"]);
+
+    const pub = await mqtt5(b.url);
+    const n = 30;
+    for (let i = 0; i < n; i++) await pub.client.publishAsync(`sh/${i % 4}`, `m${i}`, { qos: 1 });
+    const total = () => shares.reduce((sum, s) => sum + s.length, 0);
+    await waitFor(() => total() === n && lonerGot.length === n, "every message once per group");
+    await waitFor(() => plain.c.received.length === n, "every message at the non-shared subscriber");
+    await delay(100);
+    assert.equal(total(), n, "no duplicates within the group");
+    for (const [i, s] of shares.entries()) assert.ok(s.length > 0, `member ${i} got no message`);
+    const payloads = shares.flatMap((s) => s.map((m) => m.payload));
+    assert.equal(new Set(payloads).size, n);
+    assert.equal(lonerGot.length, n);
+    assert.equal(plain.c.received.length, n);
+    await Promise.all([...members, loner, pub].map((m) => mqttEnd(m.client)));
+    await plain.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+for (const expiry of [0, 60]) {
+  Deno.test(`shared subscription: unacked QoS 1 messages of a leaving member go to another (session expiry ${expiry})`, async () => {
+    const b = await startBroker();
+    try {
+      // The raw member never acknowledges; the MQTT.js member does.
+      const raw = await connect5(b.port, { properties: { sessionExpiryInterval: expiry } });
+      await subscribe(raw.c, ["$share/g/rd/#"]);
+      const js = await mqtt5(b.url);
+      const jsGot = collect(js.client);
+      await js.client.subscribeAsync("$share/g/rd/#", { qos: 1 });
+      const pub = await connect5(b.port);
+      const n = 6;
+      for (let i = 0; i < n; i++) await publish(pub.c, "rd/x", `m${i}`, { qos: 1 });
+      await waitFor(() => raw.c.received.length + jsGot.length === n, "all messages delivered once");
+      const held = raw.c.received.map((p) => td((p as PublishPacket).payload));
+      assert.ok(held.length > 0, "the raw member got a share");
+      await raw.c.close(); // gone without acknowledging
+      await waitFor(() => jsGot.length === n, "the held messages at the other member");
+      assert.deepEqual(jsGot.map((m) => m.payload).sort(), Array.from({ length: n }, (_, i) => `m${i}`));
+      await mqttEnd(js.client);
+      await pub.c.close();
+    } finally {
+      await b.stop();
+    }
+  });
+}
+
+Deno.test("shared subscription: no retained messages on subscribe; No Local is a protocol error", async () => {
+  const b = await startBroker();
+  try {
+    const pub = await connect5(b.port);
+    await publish(pub.c, "shr/t", "retained", { qos: 1, retain: true });
+    const { c } = await connect5(b.port);
+    assert.deepEqual(await subscribe(c, ["$share/g/shr/#"]), [1]);
+    await c.expectNone(3, 200);
+    await publish(pub.c, "shr/t", "live", { qos: 1 });
+    assert.equal(td((await c.expect(3) as PublishPacket).payload), "live");
+    // MQTT-3.8.3-4: No Local on a shared subscription.
+    c.send({
+      type: 8,
+      packetId: 99,
+      subscriptions: [{
+        topicFilter: "$share/g/x",
+        qos: 0,
+        noLocal: true,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
+    });
+    assert.equal(await serverDisconnect(c), 0x82);
+    await pub.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Flow control (§4.9) and Maximum Packet Size (§3.1.2.11.4, §3.2.2.3.6)
+
+Deno.test("Receive Maximum of the client: at most that many unacknowledged QoS 1 PUBLISHes", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port, { properties: { receiveMaximum: 2 } });
+    await subscribe(c, ["fc/#"]);
+    const pub = await connect5(b.port);
+    for (let i = 0; i < 5; i++) await publish(pub.c, "fc/t", `m${i}`, { qos: 1 });
+    await waitFor(() => c.received.length === 2, "2 PUBLISH");
+    await delay(200);
+    assert.equal(c.received.length, 2, "no third PUBLISH before an ack");
+    const got: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const p = await c.expect(3) as PublishPacket;
+      got.push(td(p.payload));
+      if (i < 3) {
+        await delay(50);
+        assert.equal(c.received.length, 1, `window of 2 while ${got.length} seen`);
+      }
+      c.send({ type: 4, packetId: p.packetId! });
+    }
+    assert.deepEqual(got, ["m0", "m1", "m2", "m3", "m4"]);
+    await Promise.all([c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("our Receive Maximum: one more unacknowledged QoS 2 PUBLISH than announced is DISCONNECT 0x93", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 }, server: { max_inflight: 3 } });
+  try {
+    const { c, connack } = await connect5(b.port);
+    assert.equal(connack.properties?.receiveMaximum, 3);
+    const send = (packetId: number) =>
+      c.send({ type: 3, topic: "rm/t", payload: te("x"), qos: 2, retain: false, dup: false, packetId });
+    for (const id of [1, 2, 3]) {
+      send(id);
+      await c.expect(5);
+    }
+    // Completing one exchange frees its slot.
+    c.send({ type: 6, packetId: 1 });
+    await c.expect(7);
+    send(4);
+    await c.expect(5);
+    send(5); // 2, 3, 4 and 5 unreleased: 4 > 3
+    assert.equal(await serverDisconnect(c), 0x93);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Maximum Packet Size of the client: larger PUBLISHes are dropped and counted, the rest flows", async () => {
+  const b = await startBroker();
+  try {
+    const pub = await connect5(b.port);
+    await publish(pub.c, "mp/retained", "r".repeat(150), { qos: 1, retain: true });
+    const { c } = await connect5(b.port, { properties: { maximumPacketSize: 100 } });
+    await subscribe(c, ["mp/#"]);
+    await publish(pub.c, "mp/t", "small-1", { qos: 1 });
+    await publish(pub.c, "mp/t", "b".repeat(200), { qos: 1 });
+    await publish(pub.c, "mp/t", "c".repeat(200), { qos: 0 });
+    await publish(pub.c, "mp/t", "small-2", { qos: 1 });
+    const first = await c.expect(3) as PublishPacket;
+    const second = await c.expect(3) as PublishPacket;
+    await c.expectNone(3, 150);
+    assert.deepEqual([td(first.payload), td(second.payload)], ["small-1", "small-2"]);
+    assert.equal(b.broker.metrics.dropped.too_large, 3); // retained, QoS 1 and QoS 0
+    // A dropped QoS 1 message does not hold a slot of the in-flight window.
+    c.send({ type: 4, packetId: first.packetId! });
+    c.send({ type: 4, packetId: second.packetId! });
+    const clientId = [...b.broker.clients.keys()].find((id) =>
+      b.broker.clients.get(id)?.maxPacketSize === 100
+    )!;
+    await waitFor(() => b.broker.sessions.get(clientId)!.inflight.size === 0, "nothing in flight");
+    await Promise.all([c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("server.max_message_size: a larger packet from the client is DISCONNECT 0x95", async () => {
+  const b = await startBroker({ server: { max_message_size: 200 } });
+  try {
+    const { c, connack } = await connect5(b.port);
+    assert.equal(connack.properties?.maximumPacketSize, 200);
+    assert.equal((await publish(c, "mx/t", "y".repeat(150), { qos: 1 }))?.reasonCode, 0x10);
+    publish(c, "mx/t", "z".repeat(300), { qos: 0 });
+    assert.equal(await serverDisconnect(c), 0x95);
+  } finally {
+    await b.stop();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Will Delay Interval (§3.1.3.2.2)
+
+/** A will for raw CONNECT fields. */
+function will(topic: string, willDelayInterval?: number) {
+  return {
+    topic,
+    payload: te(`will of ${topic}`),
+    qos: 1 as QoS,
+    retain: false,
+    properties: willDelayInterval === undefined ? undefined : { willDelayInterval },
+  };
+}
+
+Deno.test("Will Delay Interval: published after the delay; a reconnect within it cancels the will", async () => {
+  const b = await startBroker();
+  try {
+    const watcher = await connect5(b.port);
+    await subscribe(watcher.c, ["wd/#"]);
+    const session = { sessionExpiryInterval: 60 };
+    const stays = await connect5(b.port, {
+      clientId: "wd-a",
+      clean: false,
+      properties: session,
+      will: will("wd/a", 1),
+    });
+    const gone = await connect5(b.port, {
+      clientId: "wd-b",
+      clean: false,
+      properties: session,
+      will: will("wd/b", 1),
+    });
+    await stays.c.close(); // abnormal: the will is due in 1 s
+    await gone.c.close();
+    const lostAt = Date.now();
+    const back = await connect5(b.port, { clientId: "wd-a", clean: false, properties: session });
+    assert.equal(back.connack.sessionPresent, true);
+    await watcher.c.expectNone(3, 300);
+
+    const w = await watcher.c.expect(3, 3000) as PublishPacket;
+    const after = Date.now() - lostAt;
+    assert.equal(w.topic, "wd/b");
+    assert.ok(after >= 950, `will published after ${after} ms, before the 1 s delay`);
+    // wd-a went away first with the same delay: had its will not been cancelled it would be here by now.
+    await watcher.c.expectNone(3, 150);
+    back.c.send({ type: 14 });
+    await back.c.expectClosed();
+    await watcher.c.expectNone(3, 100);
+    await watcher.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Will Delay Interval longer than the session: the will is published when the session ends", async () => {
+  const b = await startBroker();
+  try {
+    const watcher = await connect5(b.port);
+    await subscribe(watcher.c, ["we/#"]);
+    // Session Expiry 0: the session ends with the connection, so the will goes at once.
+    const now = await connect5(b.port, { will: will("we/now", 30) });
+    await now.c.close();
+    assert.equal((await watcher.c.expect(3, 500) as PublishPacket).topic, "we/now");
+
+    const later = await connect5(b.port, {
+      clientId: "we-later",
+      properties: { sessionExpiryInterval: 1 },
+      will: will("we/later", 30),
+    });
+    await later.c.close();
+    const lostAt = Date.now();
+    assert.equal((await watcher.c.expect(3, 3000) as PublishPacket).topic, "we/later");
+    assert.ok(Date.now() - lostAt >= 950, "not before the session expired");
+    assert.equal(b.broker.sessions.has("we-later"), false);
+    await watcher.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("DISCONNECT with reason 0x04 publishes the will; reason 0x00 does not", async () => {
+  const b = await startBroker();
+  try {
+    const watcher = await connect5(b.port);
+    await subscribe(watcher.c, ["wr/#"]);
+    const keep = await connect5(b.port, { will: will("wr/normal") });
+    keep.c.send({ type: 14, reasonCode: 0 });
+    await keep.c.expectClosed();
+    const send = await connect5(b.port, { will: will("wr/with-will") });
+    send.c.send({ type: 14, reasonCode: 0x04 });
+    await send.c.expectClosed();
+    assert.equal((await watcher.c.expect(3) as PublishPacket).topic, "wr/with-will");
+    await watcher.c.expectNone(3, 100);
+    await watcher.c.close();
+  } finally {
+    await b.stop();
+  }
+});

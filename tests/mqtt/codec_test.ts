@@ -378,3 +378,31 @@ Deno.test("table helpers build what they claim", () => {
   assert.equal(hex(pkt(0x30, s("t"), new Array(200).fill(0)).subarray(0, 5)), "30 cb 01 00 01");
   assert.equal(hex(new Uint8Array(u16(0x1234))), "12 34");
 });
+
+Deno.test("PacketDecoder: reserved type 0 and AUTH before MQTT 5 are refused from the first byte", () => {
+  const d = new PacketDecoder({ maxPacketSize: 1 << 20 });
+  d.push(new Uint8Array([0x00, 0xff, 0xff]));
+  assert.equal(reasonOf(() => d.next()), 0x81);
+  assert.equal(d.buffered, 0);
+  const a = new PacketDecoder({ protocolVersion: 4 });
+  a.push(new Uint8Array([0xf0]));
+  assert.equal(reasonOf(() => a.next()), 0x81);
+  const a5 = new PacketDecoder({ protocolVersion: 5 });
+  a5.push(new Uint8Array([0xf0]));
+  assert.equal(a5.next(), null);
+  assert.equal(a5.buffered, 1);
+});
+
+Deno.test("PacketDecoder: a malformed MQTT 5 CONNECT still sets protocolVersion 5 (CONNACK format)", () => {
+  // Level 5 CONNECT whose properties contain Topic Alias (not allowed on CONNECT).
+  const bad = pkt(0x10, s("MQTT"), 5, 0x02, u16(0), [3, 0x23, 0, 1], s("c"));
+  const d = new PacketDecoder();
+  d.push(bad);
+  assert.equal(reasonOf(() => d.next()), 0x81);
+  assert.equal(d.protocolVersion, 5);
+  // An unknown level leaves it alone.
+  const unknown = new PacketDecoder();
+  unknown.push(pkt(0x10, s("MQTT"), 9, 0x02, u16(0), s("c")));
+  assert.equal(reasonOf(() => unknown.next()), 0x84);
+  assert.equal(unknown.protocolVersion, 4);
+});

@@ -1,0 +1,136 @@
+/**
+ * Durability across a crash: the broker (a child process on the Deno KV store) is killed with SIGKILL in the
+ * middle of a publish stream. After restart, a persistent subscriber gets every message whose PUBACK (QoS 1)
+ * or PUBREC (QoS 2) the publisher had received, in order, and retained messages and subscriptions are back.
+ */
+
+import assert from "node:assert/strict";
+import type { ConnackPacket, Packet, PublishPacket, QoS } from "../../src/mqtt/types.ts";
+import { delay, RawClient, spawnBroker, td, te, waitFor } from "../helpers.ts";
+
+async function crashRun(qos: QoS): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-crash-" });
+  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`, "--qos.max_qos", "2", "--server.max_queued_messages", "50000"];
+  let broker = await spawnBroker(store);
+  try {
+    const sub = await RawClient.connect(broker.port, { clientId: "crash-sub", clean: false });
+    sub.send({
+      type: 8,
+      packetId: 1,
+      subscriptions: [{ topicFilter: "crash/#", qos, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+    });
+    await sub.expect(9);
+    await sub.close();
+
+    const pub = await RawClient.connect(broker.port, { clientId: "crash-pub" });
+    pub.send({ type: 3, topic: "crash/retained", payload: te("kept"), qos: 1, retain: true, dup: false, packetId: 1 });
+    await pub.expect(4);
+    // Stream publishes without waiting; kill the broker once a good number are acknowledged.
+    const total = 20000;
+    const ackType = qos === 1 ? 4 : 5;
+    for (let i = 0; i < total; i++) {
+      pub.send({
+        type: 3,
+        topic: "crash/data",
+        payload: te(`m${i}`),
+        qos,
+        retain: false,
+        dup: false,
+        packetId: (i % 60000) + 2,
+      });
+    }
+    let acks = 0;
+    await waitFor(() => {
+      // Complete QoS 2 exchanges like a real client: PUBREL for each PUBREC.
+      for (const p of pub.received) {
+        if (p.type === 5 && !(p as { seen?: boolean }).seen) {
+          (p as { seen?: boolean }).seen = true;
+          pub.send({ type: 6, packetId: (p as { packetId: number }).packetId });
+        }
+      }
+      acks = pub.received.filter((p) => p.type === ackType).length;
+      return acks >= 500;
+    }, "500 acks", 20000);
+    await broker.kill();
+    await delay(50);
+    const acked = new Set(pub.received.filter((p) => p.type === ackType).map((p) => (p as { packetId: number }).packetId - 2));
+    await pub.close();
+    assert.ok(acked.size >= 500 && acked.size < total, `killed mid-stream: ${acked.size} of ${total} acked`);
+
+    broker = await spawnBroker(store);
+    assert.match(broker.stderr(), /store restored .*sessions=1 retained=1/);
+    const again = await RawClient.open(broker.port);
+    again.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: false, keepAlive: 30, clientId: "crash-sub" });
+    const connack = await again.expect(2) as ConnackPacket;
+    assert.equal(connack.sessionPresent, true);
+    const got: string[] = [];
+    const maxAcked = Math.max(...acked);
+    const deadline = Date.now() + 20000;
+    // Receive and acknowledge until every acknowledged message arrived.
+    while (Date.now() < deadline) {
+      let p: Packet | undefined;
+      while ((p = again.received.shift()) !== undefined) {
+        if (p.type === 3) {
+          const pp = p as PublishPacket;
+          if (pp.topic === "crash/data") got.push(td(pp.payload));
+          if (pp.qos === 1) again.send({ type: 4, packetId: pp.packetId! });
+          if (pp.qos === 2) again.send({ type: 5, packetId: pp.packetId! });
+        } else if (p.type === 6) {
+          again.send({ type: 7, packetId: (p as { packetId: number }).packetId });
+        }
+      }
+      if (got.includes(`m${maxAcked}`)) break;
+      await delay(20);
+    }
+    await delay(200);
+    for (const p of again.received.splice(0)) {
+      if (p.type === 3 && (p as PublishPacket).topic === "crash/data") got.push(td((p as PublishPacket).payload));
+    }
+    const numbers = got.map((s) => Number(s.slice(1)));
+    const missing = [...acked].filter((n) => !numbers.includes(n));
+    assert.deepEqual(missing, [], `acknowledged messages lost (got ${numbers.length}, acked ${acked.size}, first got ${numbers.slice(0, 5)})`);
+    for (let i = 1; i < numbers.length; i++) assert.ok(numbers[i] > numbers[i - 1], `order broken at ${i}`);
+    assert.equal(new Set(numbers).size, numbers.length, "duplicates delivered");
+    // Retained and subscription are back.
+    again.send({
+      type: 8,
+      packetId: 3,
+      subscriptions: [
+        { topicFilter: "crash/retained", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 },
+      ],
+    });
+    await again.expect(9);
+    const retained = await again.expect(3) as PublishPacket;
+    assert.equal(td(retained.payload), "kept");
+    assert.equal(retained.retain, true);
+    await again.close();
+  } finally {
+    await broker.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("SIGKILL during a QoS 1 stream loses no acknowledged message", () => crashRun(1));
+
+Deno.test("SIGKILL during a QoS 2 stream loses nothing acknowledged and delivers no duplicates", () => crashRun(2));
+
+Deno.test("a database locked by another running broker is a clear start-up error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-lock-" });
+  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`];
+  const first = await spawnBroker(store);
+  try {
+    const second = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "main.ts", "--port", "0", "--metrics.enabled", "false", ...store],
+      stdout: "null",
+      stderr: "piped",
+    });
+    const out = await second.output();
+    assert.notEqual(out.code, 0);
+    const err = td(out.stderr);
+    assert.match(err, /locked/);
+    assert.ok(!err.includes("    at "), `stack trace printed:\n${err}`);
+  } finally {
+    await first.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
