@@ -210,7 +210,9 @@ export class BenchClient {
       }, opts.version));
       const connack = await connackP as ConnackPacket;
       if (connack.reasonCode !== 0) {
-        throw new Error(`broker refused CONNECT of "${opts.clientId}" with reason code ${connack.reasonCode}`);
+        throw new Error(
+          `broker refused CONNECT of "${opts.clientId}" with reason code ${connack.reasonCode}`,
+        );
       }
       client.connack = connack;
       return client;
@@ -363,7 +365,9 @@ export class BenchClient {
         }
       }
       if (!done) {
-        if (i === start + 5) throw new Error(`malformed Remaining Length from the broker at "${this.clientId}"`);
+        if (i === start + 5) {
+          throw new Error(`malformed Remaining Length from the broker at "${this.clientId}"`);
+        }
         return start;
       }
       const frameEnd = i + rem;

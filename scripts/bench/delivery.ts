@@ -12,7 +12,7 @@
  * @module
  */
 
-import { LatencyHistogram } from "./histogram.ts";
+import type { LatencyHistogram } from "./histogram.ts";
 
 /** Bytes of the stamp at the start of each payload; the smallest payload the generator sends. */
 export const STAMP_BYTES = 16;

@@ -21,8 +21,8 @@ import {
   resolveOptions,
   runScenario,
   SCENARIO_NAMES,
-  SCENARIOS,
   type ScenarioName,
+  SCENARIOS,
 } from "./scenarios.ts";
 
 const HELP = `Usage: deno run -A scripts/bench/loadgen.ts --scenario NAME --port P [options]
@@ -48,7 +48,9 @@ Scenarios: ${SCENARIO_NAMES.join(", ")}
 /** Soft limit on open files of this process, from /proc (Linux); null when unknown. */
 export function openFileLimit(): number | null {
   try {
-    const line = Deno.readTextFileSync("/proc/self/limits").split("\n").find((l) => l.startsWith("Max open files"));
+    const line = Deno.readTextFileSync("/proc/self/limits").split("\n").find((l) =>
+      l.startsWith("Max open files")
+    );
     const soft = line?.split(/\s{2,}/)[1];
     return soft === undefined || soft === "unlimited" ? null : Number(soft);
   } catch {
@@ -100,7 +102,9 @@ export function parseLoadArgs(args: string[]): LoadOptions & { timeout: number }
   const port = num("port", values.port);
   if (port === undefined) throw new Error("--port is required");
   const decoder = values.decoder ?? "fast";
-  if (decoder !== "fast" && decoder !== "codec") throw new Error(`--decoder must be fast or codec, got "${decoder}"`);
+  if (decoder !== "fast" && decoder !== "codec") {
+    throw new Error(`--decoder must be fast or codec, got "${decoder}"`);
+  }
   const o = resolveOptions(scenario, {
     host,
     port,
@@ -142,7 +146,9 @@ async function main(): Promise<number> {
   const sockets = options.connections + options.publishers + options.subscribers + 32;
   const limit = openFileLimit();
   if (limit !== null && sockets > limit) {
-    console.error(`loadgen: needs about ${sockets} open files but the limit is ${limit} (raise it with ulimit -n)`);
+    console.error(
+      `loadgen: needs about ${sockets} open files but the limit is ${limit} (raise it with ulimit -n)`,
+    );
     return 1;
   }
   const write = (obj: unknown) => console.log(JSON.stringify(obj));

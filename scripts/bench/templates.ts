@@ -35,7 +35,9 @@ export class PublishTemplate {
 
   constructor(topic: string, qos: QoS, payloadSize: number, version: ProtocolVersion, retain = false) {
     if (payloadSize < STAMP_BYTES) {
-      throw new RangeError(`payload size must be at least ${STAMP_BYTES} bytes for the stamp, got ${payloadSize}`);
+      throw new RangeError(
+        `payload size must be at least ${STAMP_BYTES} bytes for the stamp, got ${payloadSize}`,
+      );
     }
     this.qos = qos;
     this.bytes = encodePublish({
@@ -56,7 +58,9 @@ export class PublishTemplate {
       throw new Error(`encoded PUBLISH for "${topic}" has no packet id 1 at offset ${this.packetIdOffset}`);
     }
     if (this.payloadOffset < afterTopic + (qos > 0 ? 2 : 0)) {
-      throw new Error(`encoded PUBLISH for "${topic}" is shorter than its header (${this.bytes.length} bytes)`);
+      throw new Error(
+        `encoded PUBLISH for "${topic}" is shorter than its header (${this.bytes.length} bytes)`,
+      );
     }
   }
 

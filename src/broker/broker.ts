@@ -254,19 +254,31 @@ export class Broker {
     this.#waitForCommit(client);
   }
 
+  /**
+   * Registers the acks queued so far to be released when the store's current batch commits. Batches commit
+   * in order, but a promise for "nothing pending" resolves at once: waiters are therefore released strictly
+   * in the order they were registered.
+   */
   #waitForCommit(client: Client): void {
     this.#opsSinceFlush = 0;
-    const target = client.pendingAcks.length;
-    if (client.waitingFlush) {
-      client.ackTarget = target;
+    const promise = this.store.flush();
+    const target = client.ackBase + client.pendingAcks.length;
+    const waiters = client.ackWaiters;
+    const last = waiters[waiters.length - 1];
+    if (last !== undefined && !last.done && client.ackPromise === promise) {
+      last.target = target; // same batch: it covers these acks too
       return;
     }
-    client.waitingFlush = true;
-    client.ackTarget = target;
-    this.store.flush().then(
-      () => this.#releaseAcks(client),
+    const waiter = { target, done: false };
+    waiters.push(waiter);
+    client.ackPromise = promise;
+    promise.then(
+      () => {
+        waiter.done = true;
+        this.#releaseAcks(client);
+      },
       (err) => {
-        client.waitingFlush = false;
+        client.ackWaiters = [];
         client.pendingAcks = [];
         this.logger.error("store commit failed, closing the connection so the client resends", {
           client_id: client.clientId,
@@ -278,20 +290,19 @@ export class Broker {
   }
 
   #releaseAcks(client: Client): void {
-    client.waitingFlush = false;
-    if (client.state === "closed") {
-      client.pendingAcks = [];
-      return;
+    const waiters = client.ackWaiters;
+    while (waiters.length > 0 && waiters[0].done) {
+      const { target } = waiters.shift()!;
+      const n = target - client.ackBase;
+      if (n <= 0) continue;
+      const list = client.pendingAcks.splice(0, n) as Deferred[];
+      client.ackBase += n;
+      if (client.state === "closed") continue;
+      for (const item of list) {
+        if (typeof item === "function") item();
+        else client.sendBytes(item, item[0] >> 4);
+      }
     }
-    const list = client.pendingAcks as Deferred[];
-    const n = Math.min(client.ackTarget, list.length);
-    for (let i = 0; i < n; i++) {
-      const item = list[i];
-      if (typeof item === "function") item();
-      else client.sendBytes(item, item[0] >> 4);
-    }
-    list.splice(0, n);
-    if (list.length > 0) this.#waitForCommit(client);
   }
 
   /** Stores or clears the retained message of a topic (§3.3.1.3). */

@@ -46,9 +46,12 @@ export class Client {
   inboundUnacked = 0;
   /** Acks waiting for the store to commit what their PUBLISH caused, in arrival order (§4.6). */
   pendingAcks: (Uint8Array | (() => void))[] = [];
-  /** How many of `pendingAcks` the running commit wait releases. */
-  ackTarget = 0;
-  waitingFlush = false;
+  /** Absolute index of `pendingAcks[0]` (acks released so far). */
+  ackBase = 0;
+  /** Commit waits in registration order; each releases acks up to its absolute `target`. */
+  ackWaiters: { target: number; done: boolean }[] = [];
+  /** The store promise the newest waiter waits on. */
+  ackPromise?: Promise<void>;
   /** MQTT 5 Request Problem Information: false means no Reason String on most packets. */
   problemInfo = true;
   /** Why the connection ended, for the log line. */

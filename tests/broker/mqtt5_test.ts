@@ -124,7 +124,13 @@ function mqtt5(
 Deno.test("CONNACK advertises limits and features; an empty client id gets an Assigned Client Identifier", async () => {
   const b = await startBroker({
     qos: { max_qos: 1 },
-    server: { max_inflight: 7, max_message_size: 5000, topic_alias_maximum: 12, max_keepalive: 30 },
+    server: {
+      max_inflight: 7,
+      max_message_size: 5000,
+      topic_alias_maximum: 12,
+      max_keepalive: 30,
+      max_session_expiry: 10,
+    },
   });
   try {
     const { c, connack } = await connect5(b.port, { clientId: "", keepAlive: 120 });
@@ -152,6 +158,21 @@ Deno.test("CONNACK advertises limits and features; an empty client id gets an As
     assert.equal(ok.connack.properties?.assignedClientIdentifier, undefined);
     assert.equal(b.broker.clients.get("own-id")?.keepAlive, 20);
     await ok.c.close();
+
+    // A Session Expiry Interval above server.max_session_expiry is lowered and the CONNACK says so.
+    const capped = await connect5(b.port, { properties: { sessionExpiryInterval: 100 } });
+    assert.equal(capped.connack.properties?.sessionExpiryInterval, 10);
+    // QoS 2 after Maximum QoS 1 is a protocol violation: DISCONNECT 0x9B (§3.2.2.3.4).
+    capped.c.send({
+      type: 3,
+      topic: "q/2",
+      payload: te("x"),
+      qos: 2,
+      retain: false,
+      dup: false,
+      packetId: 1,
+    });
+    assert.equal(await serverDisconnect(capped.c), 0x9b);
 
     // MQTT.js sees the same CONNACK.
     const js = await mqtt5(b.url, { clientId: "", keepalive: 100 });
@@ -651,11 +672,15 @@ Deno.test("Payload Format Indicator 1 with invalid UTF-8: PUBACK 0x99 (QoS 1), D
 // ---------------------------------------------------------------------------------------------------
 // Server reason codes (§4.13, §3.14.2.1) and PUBACK reason codes (§3.4.2.1)
 
-Deno.test("server DISCONNECT: keep-alive timeout 0x8D", async () => {
-  const b = await startBroker();
+Deno.test("server DISCONNECT: keep-alive timeout 0x8D, enforced with the Server Keep Alive", async () => {
+  const b = await startBroker({ server: { max_keepalive: 1 } });
   try {
-    const { c } = await connect5(b.port, { keepAlive: 1 });
+    // The client asks 60 s; the server answers 1 s and times the client out after 1.5 s (§3.1.2.10).
+    const { c, connack } = await connect5(b.port, { keepAlive: 60 });
+    assert.equal(connack.properties?.serverKeepAlive, 1);
+    const start = Date.now();
     assert.equal(await serverDisconnect(c, 4000), 0x8d);
+    assert.ok(Date.now() - start >= 1400, `timed out after ${Date.now() - start} ms, before 1.5 x 1 s`);
   } finally {
     await b.stop();
   }

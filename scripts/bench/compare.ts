@@ -1,0 +1,363 @@
+/**
+ * Runs every benchmark scenario against Mosquitto, Aedes and our broker (memory and kv stores) and
+ * writes the comparison to docs/benchmarks.md.
+ *
+ * ```sh
+ * deno task bench:compare            # full run, < 15 minutes
+ * deno task bench:compare --quick    # short subset, scaled down (about 3 minutes)
+ * deno task bench:compare --brokers mosquitto,ours-memory --scenarios fanin,latency --out /tmp/b.md
+ * ```
+ *
+ * The broker is pinned to core 0 and the load generator to core 1 with taskset (when there are two
+ * cores and taskset exists). Every child is started by PID and killed by PID, on success, on error and
+ * on SIGINT/SIGTERM; every temporary directory is removed. Each run has a timeout and the whole
+ * comparison a time budget: what does not fit is reported as skipped.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import denoJson from "../../deno.json" with { type: "json" };
+import {
+  BROKER_LABELS,
+  BROKER_NAMES,
+  type BrokerName,
+  MOSQUITTO_CONF,
+  mosquittoVersion,
+  OUR_FLAGS,
+  repoRoot,
+  type RunningBroker,
+  startBroker,
+} from "./brokers.ts";
+import { openFileLimit } from "./loadgen.ts";
+import { loadAverage, machineInfo, ProcessMonitor } from "./proc_stats.ts";
+import { HEADLINES, renderReport, type ReportMeta, type ScenarioRun } from "./report.ts";
+import { type LoadResult, SCENARIO_NAMES, type ScenarioName } from "./scenarios.ts";
+
+/** Load generator arguments per scenario, full and quick; null = not part of that mode. */
+export const PLAN: Record<ScenarioName, { full: string[] | null; quick: string[] | null }> = {
+  fanin: { full: ["--duration", "5"], quick: ["--duration", "2"] },
+  fanout: { full: ["--duration", "5"], quick: ["--duration", "2"] },
+  qos1: { full: ["--duration", "5"], quick: ["--duration", "2"] },
+  qos1_window10: { full: ["--duration", "5"], quick: ["--duration", "2"] },
+  latency: { full: ["--duration", "5"], quick: ["--duration", "2"] },
+  idle: { full: ["--connections", "10000", "--hold", "3"], quick: ["--connections", "2000", "--hold", "3"] },
+  retained: { full: ["--retained", "100000"], quick: ["--retained", "20000"] },
+  p2p: {
+    full: ["--duration", "10"],
+    quick: ["--duration", "3", "--publishers", "200", "--subscribers", "200"],
+  },
+  fanout_1k: { full: ["--duration", "10"], quick: null },
+  shared: {
+    full: ["--duration", "10", "--mqtt5"],
+    quick: ["--duration", "3", "--publishers", "200", "--mqtt5"],
+  },
+  conn: { full: ["--connections", "10000", "--connect-rate", "1000", "--hold", "2"], quick: null },
+};
+
+/** Why a broker cannot run a scenario, or null when it can. */
+export function unsupported(broker: BrokerName, scenario: ScenarioName): string | null {
+  if (broker === "aedes" && scenario === "shared") return "Aedes has no $share subscriptions nor MQTT 5";
+  return null;
+}
+
+/** Seconds a single load generator run may take before it is killed. */
+const RUN_TIMEOUT_S = 180;
+
+/** Everything started, so that any exit path can kill it. */
+const children = new Set<{ kill: () => void }>();
+const brokers = new Set<RunningBroker>();
+
+async function cleanup(): Promise<void> {
+  for (const c of children) c.kill();
+  children.clear();
+  await Promise.all([...brokers].map((b) => b.stop(1000)));
+  brokers.clear();
+}
+
+/** Splits a child's stdout into lines as they arrive. */
+async function eachLine(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    rest += chunk;
+    let nl: number;
+    while ((nl = rest.indexOf("\n")) >= 0) {
+      onLine(rest.slice(0, nl));
+      rest = rest.slice(nl + 1);
+    }
+  }
+  if (rest.length > 0) onLine(rest);
+}
+
+interface Options {
+  quick: boolean;
+  brokers: BrokerName[];
+  scenarios: ScenarioName[];
+  out: string;
+  pin: boolean;
+  budgetS: number;
+}
+
+function parseOptions(args: string[]): Options {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: "boolean", default: false },
+      brokers: { type: "string", default: BROKER_NAMES.join(",") },
+      scenarios: { type: "string" },
+      out: { type: "string", default: "docs/benchmarks.md" },
+      "no-pin": { type: "boolean", default: false },
+      budget: { type: "string", default: "840" },
+    },
+    strict: true,
+  });
+  const list = <T extends string>(flag: string, text: string, known: readonly T[]): T[] => {
+    const items = text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    for (const item of items) {
+      if (!known.includes(item as T)) {
+        throw new Error(`--${flag}: unknown "${item}"; known: ${known.join(", ")}`);
+      }
+    }
+    return items as T[];
+  };
+  const quick = values.quick!;
+  const planned = SCENARIO_NAMES.filter((s) => (quick ? PLAN[s].quick : PLAN[s].full) !== null);
+  const budgetS = Number(values.budget);
+  if (!(budgetS > 0)) {
+    throw new Error(`--budget must be a positive number of seconds, got "${values.budget}"`);
+  }
+  return {
+    quick,
+    brokers: list("brokers", values.brokers!, BROKER_NAMES),
+    scenarios: values.scenarios === undefined ? planned : list("scenarios", values.scenarios, SCENARIO_NAMES),
+    out: values.out!,
+    pin: !values["no-pin"],
+    budgetS,
+  };
+}
+
+/** Lowers connection counts to what the open-file limit allows (each process holds one end). */
+function fitToFileLimit(args: string[], notes: string[]): string[] {
+  const limit = openFileLimit();
+  const i = args.indexOf("--connections");
+  if (limit === null || i < 0) return args;
+  const wanted = Number(args[i + 1]);
+  const allowed = limit - 500;
+  if (wanted <= allowed) return args;
+  notes.push(`connections lowered from ${wanted} to ${allowed} by the open-file limit (${limit})`);
+  const copy = [...args];
+  copy[i + 1] = String(allowed);
+  return copy;
+}
+
+/** Runs one scenario against one fresh broker. */
+async function runOne(
+  scenario: ScenarioName,
+  brokerName: BrokerName,
+  baseArgs: string[],
+  root: string,
+  pin: boolean,
+): Promise<ScenarioRun> {
+  const notes: string[] = [];
+  const args = fitToFileLimit(baseArgs, notes);
+  const run: ScenarioRun = { scenario, broker: brokerName, status: "failed", loadgenArgs: [] };
+  let broker: RunningBroker | undefined;
+  try {
+    broker = await startBroker(brokerName, { root, cpu: pin ? 0 : null });
+    brokers.add(broker);
+    // Let a freshly started runtime settle (JIT, GC) before the baseline memory sample.
+    await new Promise((r) => setTimeout(r, 300));
+    const monitor = new ProcessMonitor(broker.pid);
+    run.rssBefore = monitor.sample()?.rss ?? null;
+    const lgArgs = ["--scenario", scenario, "--host", "127.0.0.1", "--port", String(broker.port), ...args];
+    run.loadgenArgs = ["--scenario", scenario, "--port", "P", ...args];
+    const argv = [Deno.execPath(), "run", "-A", `${root}/scripts/bench/loadgen.ts`, ...lgArgs];
+    const full = pin ? ["taskset", "-c", "1", ...argv] : argv;
+    monitor.start();
+    const child = new Deno.Command(full[0], {
+      args: full.slice(1),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const handle = {
+      kill: () => {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Already exited.
+        }
+      },
+    };
+    children.add(handle);
+    const timer = setTimeout(() => {
+      notes.push(`load generator killed after ${RUN_TIMEOUT_S} s`);
+      handle.kill();
+    }, RUN_TIMEOUT_S * 1000);
+    let last: Record<string, unknown> | null = null;
+    let stderr = "";
+    const pending: Promise<void>[] = [];
+    const reading = eachLine(child.stdout, (line) => {
+      let obj: Record<string, unknown>;
+      try {
+        obj = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (obj.event === "ready") {
+        // Idle connections are all open: measure the broker now and once more after it settled.
+        pending.push((async () => {
+          run.rssReady = monitor.sample()?.rss ?? null;
+          await new Promise((r) => setTimeout(r, 1000));
+          const later = monitor.sample()?.rss;
+          if (later !== undefined && (run.rssReady == null || later > run.rssReady)) run.rssReady = later;
+        })());
+      } else if (obj.scenario !== undefined) {
+        last = obj;
+      }
+    });
+    const readingErr = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
+      new WritableStream({ write: (c) => void (stderr = (stderr + c).slice(-2000)) }),
+    ).catch(() => {});
+    const status = await child.status;
+    clearTimeout(timer);
+    children.delete(handle);
+    await Promise.all([reading, readingErr, ...pending]);
+    const usage = monitor.stop();
+    run.cpuPercent = usage.cpuPercent;
+    run.peakRss = usage.peakRss;
+    const result = last as (LoadResult & { error?: string }) | null;
+    if (broker.exited()) notes.push(`broker exited during the run: ${broker.output().trim().slice(-300)}`);
+    if (result === null) {
+      notes.push(`no result (exit code ${status.code}): ${stderr.trim().slice(-300)}`);
+    } else if (result.error !== undefined) {
+      notes.push(`load generator error: ${result.error}`);
+    } else {
+      run.result = result;
+      run.status = "ok";
+    }
+  } catch (e) {
+    notes.push(e instanceof Error ? e.message : String(e));
+  } finally {
+    if (broker !== undefined) {
+      await broker.stop();
+      brokers.delete(broker);
+    }
+  }
+  if (notes.length > 0) run.note = notes.join("; ").replaceAll("\n", " ");
+  return run;
+}
+
+async function main(): Promise<number> {
+  let opts: Options;
+  try {
+    opts = parseOptions(Deno.args);
+  } catch (e) {
+    console.error(`compare: ${e instanceof Error ? e.message : e}`);
+    return 2;
+  }
+  const root = repoRoot();
+  const began = performance.now();
+  const onSignal = () => {
+    console.error("compare: interrupted, stopping every process it started");
+    cleanup().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+
+  const machine = machineInfo();
+  let pin = opts.pin && machine.cores >= 2;
+  if (pin) {
+    try {
+      await new Deno.Command("taskset", { args: ["-c", "0", "true"], stdout: "null", stderr: "null" })
+        .output();
+    } catch {
+      pin = false;
+    }
+  }
+  const loadBefore = loadAverage();
+  const runs: ScenarioRun[] = [];
+  const failedStarts = new Map<BrokerName, number>();
+  try {
+    for (const scenario of opts.scenarios) {
+      const args = (opts.quick ? PLAN[scenario].quick : PLAN[scenario].full) ?? PLAN[scenario].full!;
+      for (const broker of opts.brokers) {
+        const elapsed = (performance.now() - began) / 1000;
+        const why = unsupported(broker, scenario);
+        let run: ScenarioRun;
+        if (why !== null) {
+          run = { scenario, broker, status: "unsupported", note: why, loadgenArgs: [] };
+        } else if (elapsed > opts.budgetS) {
+          run = {
+            scenario,
+            broker,
+            status: "skipped",
+            note: `time budget of ${opts.budgetS} s used`,
+            loadgenArgs: [],
+          };
+        } else if ((failedStarts.get(broker) ?? 0) >= 2) {
+          run = {
+            scenario,
+            broker,
+            status: "skipped",
+            note: "broker failed to start twice",
+            loadgenArgs: [],
+          };
+        } else {
+          console.error(`[${Math.round(elapsed)} s] ${scenario} on ${BROKER_LABELS[broker]}...`);
+          run = await runOne(scenario, broker, args, root, pin);
+          if (run.status === "failed" && run.note?.includes("did not start")) {
+            failedStarts.set(broker, (failedStarts.get(broker) ?? 0) + 1);
+          }
+        }
+        runs.push(run);
+        const h = HEADLINES[scenario];
+        const v = run.status === "ok" ? h.value(run) : null;
+        console.error(
+          `    ${run.status}${v !== null ? `: ${h.label} ${h.format(v)}` : ""}${
+            run.note ? ` (${run.note})` : ""
+          }`,
+        );
+      }
+    }
+  } finally {
+    await cleanup();
+  }
+
+  const meta: ReportMeta = {
+    date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+    command: ["deno task bench:compare", ...Deno.args].join(" "),
+    quick: opts.quick,
+    machine,
+    versions: {
+      Deno: `${Deno.version.deno} (V8 ${Deno.version.v8}, TypeScript ${Deno.version.typescript})`,
+      Mosquitto: (await mosquittoVersion()) ?? "not found",
+      Aedes: `${denoJson.imports.aedes.replace(/^npm:aedes@/, "")} (npm, run by Deno's Node compatibility)`,
+      ours: `${denoJson.version} (main.ts, \`deno run -A\`)`,
+    },
+    pinning: pin
+      ? "broker pinned to core 0, load generator to core 1 (taskset)"
+      : "not pinned (taskset missing, fewer than 2 cores, or --no-pin)",
+    loadBefore,
+    loadAfter: loadAverage(),
+    elapsedS: (performance.now() - began) / 1000,
+    brokers: opts.brokers,
+    settings: {
+      "mosquitto.conf": MOSQUITTO_CONF.replace("PORT", "P"),
+      "Our broker": `deno run -A main.ts --port P --storage.backend memory|kv --storage.path DIR/mqtt.db ${
+        OUR_FLAGS.join(" ")
+      }`,
+      "Aedes":
+        "deno run -A scripts/bench/aedes_server.ts --port P   (defaults: in-memory persistence, concurrency 100)",
+    },
+  };
+  const markdown = renderReport(meta, runs);
+  const outPath = opts.out.startsWith("/") ? opts.out : `${root}/${opts.out}`;
+  await Deno.writeTextFile(outPath, markdown);
+  console.error(`compare: wrote ${outPath} in ${Math.round(meta.elapsedS)} s`);
+  Deno.removeSignalListener("SIGINT", onSignal);
+  Deno.removeSignalListener("SIGTERM", onSignal);
+  return runs.some((x) => x.status === "failed") ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,256 @@
+/**
+ * ws / wss listeners through the real broker: MQTT.js over WebSocket, raw WebSocket framing (a packet split
+ * over messages, several packets in one message), text frames, HTTP answers and wss.
+ */
+
+import assert from "node:assert/strict";
+import type { ListenerConfig } from "../../src/config/types.ts";
+import { PacketDecoder } from "../../src/mqtt/decode.ts";
+import { encode } from "../../src/mqtt/encode.ts";
+import type { ConnackPacket, Packet, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
+import { chooseSubprotocol } from "../../src/transport/websocket.ts";
+import { collect, mqttConnect, mqttEnd, startBroker, type TestBroker, td, te, waitFor } from "../helpers.ts";
+import { sharedPki } from "./certs.ts";
+
+const WS: ListenerConfig = { type: "ws", host: "127.0.0.1", port: 0 };
+
+function portOf(b: TestBroker, type: ListenerConfig["type"]): number {
+  const l = b.broker.addresses.find((a) => a.type === type);
+  if (l === undefined) throw new Error(`no ${type} listener in ${JSON.stringify(b.broker.addresses)}`);
+  return l.port;
+}
+
+/** A raw WebSocket MQTT client (Deno's WebSocket and our codec): sends bytes as given, one message each. */
+class RawWs {
+  readonly received: Packet[] = [];
+  readonly decoder = new PacketDecoder({ protocolVersion: 4 });
+  closeCode?: number;
+  #ws: WebSocket;
+  #closed: Promise<void>;
+
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (e) => {
+      this.decoder.push(new Uint8Array(e.data as ArrayBuffer));
+      let p: Packet | null;
+      while ((p = this.decoder.next()) !== null) this.received.push(p);
+    };
+    this.#closed = new Promise((resolve) => {
+      ws.onclose = (e) => {
+        this.closeCode = e.code;
+        resolve();
+      };
+    });
+  }
+
+  static async open(url: string, protocols: string[] = ["mqtt"]): Promise<RawWs> {
+    const ws = new WebSocket(url, protocols);
+    const raw = new RawWs(ws);
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = (e) => reject(new Error(`WebSocket to ${url} failed: ${(e as ErrorEvent).message}`));
+    });
+    return raw;
+  }
+
+  get protocol(): string {
+    return this.#ws.protocol;
+  }
+
+  send(message: Uint8Array | string): void {
+    this.#ws.send(message);
+  }
+
+  async expect(type: number, timeoutMs = 3000): Promise<Packet> {
+    await waitFor(() => this.received.some((p) => p.type === type), `packet type ${type}`, timeoutMs);
+    return this.received.splice(this.received.findIndex((p) => p.type === type), 1)[0];
+  }
+
+  /** Waits for the close (either side). */
+  closed(timeoutMs = 3000): Promise<void> {
+    return Promise.race([
+      this.#closed,
+      new Promise<void>((_, reject) => {
+        const t = setTimeout(() => reject(new Error("WebSocket still open")), timeoutMs);
+        this.#closed.then(() => clearTimeout(t));
+      }),
+    ]);
+  }
+
+  async close(): Promise<void> {
+    this.#ws.close();
+    await this.#closed;
+  }
+}
+
+const connect = (clientId: string) =>
+  encode({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: true, keepAlive: 30, clientId }, 4);
+
+Deno.test("ws: MQTT.js over WebSocket and a TCP client exchange messages; port 0 reports the bound port", async () => {
+  const b = await startBroker({ listeners: [WS] });
+  try {
+    const port = portOf(b, "ws");
+    assert.ok(port > 0 && port !== b.port, `ws port ${port}`);
+    const ws = await mqttConnect(`ws://127.0.0.1:${port}/mqtt`, { clientId: "ws-client" });
+    const tcp = await mqttConnect(b.url, { clientId: "tcp-client" });
+    const wsGot = collect(ws);
+    const tcpGot = collect(tcp);
+    await ws.subscribeAsync("from/tcp", { qos: 1 });
+    await tcp.subscribeAsync("from/ws", { qos: 2 });
+    await tcp.publishAsync("from/tcp", "hello ws", { qos: 1 });
+    await ws.publishAsync("from/ws", "hello tcp", { qos: 2 });
+    // Larger than one TCP segment and than the transport's initial buffers.
+    const big = "x".repeat(200_000);
+    await tcp.publishAsync("from/tcp", big, { qos: 0 });
+    await waitFor(() => wsGot.length === 2 && tcpGot.length === 1, "messages both ways");
+    assert.deepEqual(wsGot.map((m) => [m.topic, m.payload.length]), [["from/tcp", 8], ["from/tcp", 200_000]]);
+    assert.equal(wsGot[0].payload, "hello ws");
+    assert.equal(wsGot[1].payload, big);
+    assert.deepEqual(tcpGot.map((m) => [m.topic, m.payload, m.packet.qos]), [["from/ws", "hello tcp", 2]]);
+    assert.match(b.broker.clients.get("ws-client")!.transport.remoteAddr, /^127\.0\.0\.1:\d+$/);
+    await mqttEnd(ws);
+    await mqttEnd(tcp);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("ws: a packet split over two messages and two packets in one message both decode", async () => {
+  const b = await startBroker({ listeners: [WS] });
+  try {
+    const ws = await RawWs.open(`ws://127.0.0.1:${portOf(b, "ws")}/mqtt`);
+    assert.equal(ws.protocol, "mqtt");
+    const bytes = connect("split");
+    ws.send(bytes.subarray(0, 5));
+    ws.send(bytes.subarray(5));
+    const connack = await ws.expect(2) as ConnackPacket;
+    assert.equal(connack.reasonCode, 0);
+    assert.equal(b.broker.clients.has("split"), true);
+    const subscribe = encode({
+      type: 8,
+      packetId: 3,
+      subscriptions: [{ topicFilter: "w/t", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+    }, 4);
+    const publish = encode({ type: 3, topic: "w/t", payload: te("own"), qos: 1, packetId: 9, dup: false, retain: false }, 4);
+    const pingreq = new Uint8Array([0xc0, 0x00]);
+    // SUBSCRIBE + PUBLISH + half of a PINGREQ in one message, the other half in the next.
+    const joined = new Uint8Array(subscribe.length + publish.length + 1);
+    joined.set(subscribe);
+    joined.set(publish, subscribe.length);
+    joined.set(pingreq.subarray(0, 1), subscribe.length + publish.length);
+    ws.send(joined);
+    ws.send(pingreq.subarray(1));
+    const suback = await ws.expect(9) as SubackPacket;
+    assert.deepEqual([suback.packetId, suback.reasonCodes], [3, [1]]);
+    assert.equal((await ws.expect(4) as { packetId: number }).packetId, 9);
+    const echoed = await ws.expect(3) as PublishPacket;
+    assert.deepEqual([echoed.topic, td(echoed.payload), echoed.qos], ["w/t", "own", 1]);
+    await ws.expect(13);
+    await ws.close();
+    await waitFor(() => b.broker.connections.size === 0, "broker side closed");
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("ws: a text frame closes the connection (MQTT-6.0.0-1)", async () => {
+  const b = await startBroker({ listeners: [WS] });
+  try {
+    const ws = await RawWs.open(`ws://127.0.0.1:${portOf(b, "ws")}/mqtt`);
+    ws.send(connect("texter"));
+    await ws.expect(2);
+    ws.send("\xc0\x00");
+    await ws.closed();
+    assert.equal(ws.closeCode, 1003);
+    await waitFor(() => !b.broker.clients.has("texter"), "client removed");
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("ws: subprotocols mqtt and mqttv3.1 are accepted, others get 400; HTTP gets 426 or 404", async () => {
+  const b = await startBroker({ listeners: [{ ...WS, path: "/broker" }] });
+  try {
+    const base = `127.0.0.1:${portOf(b, "ws")}`;
+    const v31 = await RawWs.open(`ws://${base}/broker`, ["mqttv3.1"]);
+    assert.equal(v31.protocol, "mqttv3.1");
+    await v31.close();
+    const both = await RawWs.open(`ws://${base}/broker`, ["mqttv3.1", "mqtt"]);
+    assert.equal(both.protocol, "mqtt");
+    await both.close();
+    await assert.rejects(RawWs.open(`ws://${base}/broker`, ["chat"]), /WebSocket/);
+    const plain = await fetch(`http://${base}/broker`);
+    assert.equal(plain.status, 426);
+    assert.equal(plain.headers.get("upgrade"), "websocket");
+    await plain.body?.cancel();
+    const elsewhere = await fetch(`http://${base}/mqtt`);
+    assert.equal(elsewhere.status, 404);
+    await elsewhere.body?.cancel();
+    await assert.rejects(RawWs.open(`ws://${base}/mqtt`), /WebSocket/);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("chooseSubprotocol prefers mqtt, accepts mqttv3.1, reports none or only others", () => {
+  assert.equal(chooseSubprotocol("mqtt"), "mqtt");
+  assert.equal(chooseSubprotocol("mqttv3.1, mqtt"), "mqtt");
+  assert.equal(chooseSubprotocol("mqttv3.1"), "mqttv3.1");
+  assert.equal(chooseSubprotocol(null), null);
+  assert.equal(chooseSubprotocol(" "), null);
+  assert.equal(chooseSubprotocol("chat, superchat"), undefined);
+});
+
+Deno.test("ws: the connect timeout closes a WebSocket that never sends CONNECT", async () => {
+  const b = await startBroker({ listeners: [WS], server: { connect_timeout: 1 } });
+  try {
+    const ws = await RawWs.open(`ws://127.0.0.1:${portOf(b, "ws")}/mqtt`);
+    await waitFor(() => b.broker.connections.size === 1, "connection registered");
+    await ws.closed(4000);
+    assert.equal(ws.closeCode, 1000);
+    assert.equal(b.broker.connections.size, 0);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("wss: MQTT.js over TLS WebSocket with the generated certificate", async () => {
+  const pki = await sharedPki();
+  const b = await startBroker({
+    listeners: [{ type: "wss", host: "127.0.0.1", port: 0, cert_file: pki.serverCert, key_file: pki.serverKey }],
+  });
+  try {
+    const url = `wss://127.0.0.1:${portOf(b, "wss")}/mqtt`;
+    const ca = pki.read(pki.caCert);
+    const sub = await mqttConnect(url, { ca, clientId: "wss-sub" });
+    const got = collect(sub);
+    await sub.subscribeAsync("wss/#", { qos: 1 });
+    const pub = await mqttConnect(b.url, { clientId: "tcp-pub" });
+    await pub.publishAsync("wss/x", "secure ws", { qos: 1 });
+    await waitFor(() => got.length === 1, "message over wss");
+    assert.deepEqual([got[0].topic, got[0].payload], ["wss/x", "secure ws"]);
+    await mqttEnd(pub);
+    await mqttEnd(sub);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("wss: require_client_cert is refused at start-up with a reason (Deno.serve cannot verify clients)", async () => {
+  const pki = await sharedPki();
+  await assert.rejects(
+    startBroker({
+      listeners: [{
+        type: "wss",
+        host: "127.0.0.1",
+        port: 0,
+        cert_file: pki.serverCert,
+        key_file: pki.serverKey,
+        ca_file: pki.caCert,
+        require_client_cert: true,
+      }],
+    }),
+    /require_client_cert is not supported/,
+  );
+});
