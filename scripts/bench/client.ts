@@ -73,6 +73,16 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || host === "[::1]" || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
+/** Waits for `p` or `ms` milliseconds, whichever comes first, leaving no timer behind. */
+export async function settleWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([p.catch(() => {}), new Promise<void>((r) => timer = setTimeout(r, ms))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Writes all of `bytes`, looping over short writes (Deno's `write` may accept fewer bytes). */
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let off = 0;
@@ -273,17 +283,30 @@ export class BenchClient {
     return suback.reasonCodes[0];
   }
 
-  /** Sends DISCONNECT (best effort) and closes the socket; waits for the read loop to end. */
-  async close(): Promise<void> {
+  /**
+   * Sends DISCONNECT (best effort) and closes the socket; waits for the read loop to end. Never waits
+   * more than `timeoutMs` for each step: a stalled broker must not stall the generator's shutdown.
+   */
+  async close(timeoutMs = 2000): Promise<void> {
     if (this.#closed) return;
-    this.#closing = true;
-    try {
-      await this.write(encode({ type: PacketType.DISCONNECT }, this.version));
-    } catch {
-      // The broker may already be gone; closing is all that is left to do.
-    }
+    await settleWithin(this.disconnect(), timeoutMs);
     this.abort();
-    await this.#loop;
+    await settleWithin(this.finished, timeoutMs);
+  }
+
+  /**
+   * Queues DISCONNECT (§3.14) and marks the connection as closing, so that the broker closing it
+   * next is not counted as an error; resolves once written (or failed: best effort).
+   */
+  disconnect(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closing = true;
+    return this.write(encode({ type: PacketType.DISCONNECT }, this.version)).catch(() => {});
+  }
+
+  /** Settles when the read loop has ended (the socket is closed). */
+  get finished(): Promise<void> {
+    return this.#loop;
   }
 
   /** Closes the socket at once, without DISCONNECT. */

@@ -30,7 +30,8 @@ const HELP = `Usage: deno run -A scripts/bench/loadgen.ts --scenario NAME --port
 Scenarios: ${SCENARIO_NAMES.join(", ")}
   --host H            broker address, loopback only (default 127.0.0.1)
   --port P            broker port (required)
-  --duration S        seconds of publishing (scenario default)
+  --duration S        seconds of publishing (scenario default); idle: most seconds spent
+                      opening connections; retained: most seconds spent storing
   --drain S           seconds to wait for in-flight messages afterwards (default 10; retained 30)
   --publishers N      --subscribers N   --qos 0|1|2   --window N (unacked QoS 1/2 per publisher)
   --rate R            messages/s per publisher, 0 = saturate
@@ -126,8 +127,10 @@ export function parseLoadArgs(args: string[]): LoadOptions & { timeout: number }
     e2eWindow: num("e2e-window", values["e2e-window"]),
     decoder,
   });
-  const connectPhase = o.connectRate > 0 ? o.connections / o.connectRate : o.connections / 500;
-  const timeout = num("timeout", values.timeout) ?? o.duration + o.drain + o.hold + connectPhase + 60;
+  // Paced connections take connections / rate seconds, plus 10 s for the last CONNACK; every other
+  // phase is bounded by duration, drain and hold; closing takes at most 6 s.
+  const connectPhase = o.connectRate > 0 ? o.connections / o.connectRate + 10 : 0;
+  const timeout = num("timeout", values.timeout) ?? o.duration + o.drain + o.hold + connectPhase + 30;
   return { ...o, timeout };
 }
 

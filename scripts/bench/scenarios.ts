@@ -15,7 +15,7 @@
 
 import { PacketType, type ProtocolVersion, type QoS } from "../../src/mqtt/types.ts";
 import { encode } from "../../src/mqtt/encode.ts";
-import { BenchClient, type DecodeMode } from "./client.ts";
+import { BenchClient, type DecodeMode, settleWithin } from "./client.ts";
 import { MAX_PUBLISHERS, newRunTag, Progress, Sink, STAMP_BYTES, writeStamp } from "./delivery.ts";
 import { LatencyHistogram } from "./histogram.ts";
 import { AckBatch, AckTemplate, PacketIdPool, PublishTemplate } from "./templates.ts";
@@ -186,7 +186,10 @@ export interface LoadOptions {
   qos: QoS;
   window: number;
   rate: number;
-  /** Seconds of publishing. */
+  /**
+   * Seconds of publishing; for `idle`, the most time spent opening connections; for `retained`, the
+   * most time spent storing the retained messages.
+   */
   duration: number;
   /** Seconds to wait after publishing for messages still on their way. */
   drain: number;
@@ -461,23 +464,34 @@ async function connectAll(
 ): Promise<BenchClient[]> {
   const clients: BenchClient[] = new Array(n);
   const version: ProtocolVersion = o.mqtt5 ? 5 : 4;
-  await forEachLimit(n, 64, async (i) => {
-    clients[i] = await BenchClient.connect({
-      host: o.host,
-      port: o.port,
-      clientId: id(i),
-      version,
-      readBufferSize,
-      decoder: o.decoder,
+  try {
+    await forEachLimit(n, 64, async (i) => {
+      clients[i] = await BenchClient.connect({
+        host: o.host,
+        port: o.port,
+        clientId: id(i),
+        version,
+        readBufferSize,
+        decoder: o.decoder,
+      });
     });
-  });
+  } catch (e) {
+    // The caller never sees a partial list: close what did connect before reporting the failure.
+    await closeAll(clients);
+    throw e;
+  }
   return clients;
 }
 
-async function closeAll(clients: (BenchClient | undefined)[]): Promise<void> {
-  await forEachLimit(clients.length, 256, async (i) => {
-    await clients[i]?.close();
-  });
+/**
+ * Closes many connections at once: DISCONNECT to all, then every socket closed, each phase bounded in
+ * time, so that 10,000 connections close in seconds even when the broker is slow to answer.
+ */
+async function closeAll(clients: (BenchClient | undefined)[], timeoutMs = 3000): Promise<void> {
+  const open = clients.filter((c): c is BenchClient => c !== undefined && !c.closed);
+  await settleWithin(Promise.all(open.map((c) => c.disconnect())), timeoutMs);
+  for (const c of open) c.abort();
+  await settleWithin(Promise.all(open.map((c) => c.finished)), timeoutMs);
 }
 
 async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult> {
@@ -554,6 +568,9 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
           if (packet.type === PacketType.PUBACK || packet.type === PacketType.PUBCOMP) {
             if (packet.type === PacketType.PUBACK ? o.qos !== 1 : o.qos !== 2) {
               errors.add(`unexpected packet type ${packet.type} for QoS ${o.qos}`);
+            }
+            if ((packet.reasonCode ?? 0) >= 0x80) {
+              errors.add(`broker refused a PUBLISH with reason code 0x${packet.reasonCode!.toString(16)}`);
             }
             if (p.ids.release(packet.packetId)) {
               p.acked++;
@@ -655,7 +672,7 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
     // Drain: wait for in-flight messages until all expected deliveries arrived, nothing moved for 2 s,
     // or --drain seconds passed.
     const drainEnd = publishEnd + o.drain * 1000;
-    await Promise.race([Promise.all(pumps), sleep(o.drain * 1000)]);
+    await settleWithin(Promise.all(pumps), o.drain * 1000);
     const expectedOf = () => expectedDeliveries(spec.routing, pubs, sinks);
     let lastProgress = -1;
     let lastMoveAt = performance.now();
@@ -770,7 +787,13 @@ async function runConnections(o: LoadOptions): Promise<LoadResult> {
       }
       await Promise.all(pending);
     } else {
-      await forEachLimit(o.connections, 64, open);
+      // As fast as the broker answers, 64 handshakes at a time, for at most --duration seconds.
+      const stopAt = start + o.duration * 1000;
+      await forEachLimit(o.connections, 64, async (i) => {
+        if (performance.now() < stopAt) await open(i);
+      });
+      const skipped = o.connections - clients.filter((c) => c !== undefined).length - failed;
+      if (skipped > 0) errors.add(`${skipped} connections not attempted: --duration ${o.duration} s ran out`);
     }
     const upAt = performance.now();
     const connected = clients.filter((c) => c !== undefined && !c.closed).length;

@@ -124,7 +124,14 @@ export class Client {
   /** Encodes and queues a packet (not for the PUBLISH fast path). */
   send(packet: Packet): void {
     if (this.state === "closed") return;
-    const bytes = encode(packet, this.version);
+    let bytes = encode(packet, this.version);
+    if (bytes.length > this.maxPacketSize && "properties" in packet && packet.properties !== undefined) {
+      // MQTT-3.1.2-25: a Reason String or User Property is left out rather than exceed the client's limit.
+      const properties = { ...packet.properties };
+      delete properties.reasonString;
+      delete properties.userProperties;
+      bytes = encode({ ...packet, properties } as Packet, this.version);
+    }
     this.sendBytes(bytes, packet.type);
   }
 

@@ -54,6 +54,11 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
   broker.metrics.publishReceived++;
   let topic = p.topic;
   const props = p.properties;
+  if (props?.subscriptionIdentifiers !== undefined) {
+    // MQTT-3.3.4-6: Subscription Identifiers are put on a PUBLISH by the server only.
+    client.disconnect(ReasonCode.ProtocolError, "PUBLISH from a client carries a Subscription Identifier");
+    return;
+  }
   if (client.version === 5 && props !== undefined && props.topicAlias !== undefined) {
     const alias = props.topicAlias;
     if (alias === 0 || alias > config.server.topic_alias_maximum) {

@@ -220,7 +220,9 @@ function readValue(r: Reader, d: PropertyDefinition, props: Properties): void {
     }
   }
   if (n < d.min || n > d.max) {
-    throw protocolError(`property ${d.name} has value ${n}, allowed ${d.min}..${d.max}`);
+    const why = `property ${d.name} has value ${n}, allowed ${d.min}..${d.max}`;
+    // §3.3.2.3.4: a Topic Alias of 0 is "Topic Alias invalid" (0x94), not a generic protocol error.
+    throw d.id === 0x23 ? new MqttError(ReasonCode.TopicAliasInvalid, why) : protocolError(why);
   }
   if (d.id === 0x0b) (props.subscriptionIdentifiers ??= []).push(n);
   else (props as Record<string, unknown>)[d.name] = n;

@@ -271,18 +271,21 @@ export async function listenWebSocket(
         status: 400,
       });
     }
+    // Read before the upgrade: afterwards the request is gone and remoteAddr throws "Request closed".
+    const remote = info.remoteAddr;
     let upgraded: { socket: WebSocket; response: Response };
     try {
       upgraded = Deno.upgradeWebSocket(req, protocol === null ? {} : { protocol });
     } catch (err) {
       return new Response(`bad WebSocket upgrade: ${(err as Error).message}\n`, { status: 400 });
     }
-    const remote = info.remoteAddr;
+    const transport = new WebSocketTransport(upgraded.socket, `${remote.hostname}:${remote.port}`);
     try {
-      onTransport(new WebSocketTransport(upgraded.socket, `${remote.hostname}:${remote.port}`));
+      onTransport(transport);
     } catch (err) {
+      // The upgrade response must still be returned; the socket closes once open.
       logger.warn("could not set up connection", { error: String(err) });
-      return new Response("cannot accept the connection\n", { status: 503 });
+      transport.close();
     }
     return upgraded.response;
   };

@@ -1,9 +1,10 @@
 /**
- * MQTT 5.0 behaviour through the real broker over real sockets: CONNACK properties, Session Expiry,
- * Message Expiry, Topic Aliases, Subscription Options and Identifiers, Request / Response properties,
- * server reason codes, and interoperation with 3.1.1 clients.
+ * MQTT 5.0 conformance through the real broker over real sockets (our codec in RawClient, and MQTT.js):
+ * CONNACK properties, Session Expiry, Message Expiry, Topic Aliases, Subscription Options and Identifiers,
+ * Request / Response properties, server reason codes, shared subscriptions, flow control (Receive Maximum,
+ * Maximum Packet Size), Will Delay Interval, and interoperation with 3.1.1 clients.
  *
- * Shared subscriptions, flow control (Receive Maximum, Maximum Packet Size) and Will Delay Interval too.
+ * Waits for the once-a-second expiry sweep are 1-2 s; everything else is event driven.
  */
 
 import assert from "node:assert/strict";
@@ -18,7 +19,9 @@ import type {
   QoS,
   SubackPacket,
   SubscriptionRequest,
+  Will,
 } from "../../src/mqtt/types.ts";
+import { encode } from "../../src/mqtt/encode.ts";
 import { collect, delay, mqttConnect, mqttEnd, RawClient, startBroker, td, te, waitFor } from "../helpers.ts";
 
 /** Opens a raw MQTT 5 connection and returns it with the CONNACK it got (whatever its reason code). */
@@ -66,15 +69,15 @@ async function subscribe(
   return suback.reasonCodes;
 }
 
-/** Sends a PUBLISH from a raw client; for QoS 1 waits for and returns the PUBACK. */
+/** Sends a PUBLISH from a raw client; for QoS 1 waits for and returns the PUBACK, else returns at once. */
 async function publish(
   c: RawClient,
   topic: string,
   payload: string | Uint8Array,
-  opts: { qos?: QoS; retain?: boolean; properties?: Properties; packetId?: number } = {},
+  opts: { qos?: QoS; retain?: boolean; properties?: Properties } = {},
 ): Promise<AckPacket | undefined> {
   const qos = opts.qos ?? 0;
-  const packetId = qos > 0 ? (opts.packetId ?? nextPacketId++) : undefined;
+  const packetId = qos > 0 ? nextPacketId++ : undefined;
   c.send({
     type: 3,
     topic,
@@ -193,7 +196,7 @@ Deno.test("CONNACK: Retain Available 0 when retained.enabled is false; no Maximu
     assert.equal(connack.properties?.retainAvailable, 0);
     assert.equal(connack.properties?.maximumQoS, undefined);
     // A retained PUBLISH after Retain Available 0 is a protocol violation: DISCONNECT 0x9A (§3.2.2.3.5).
-    publish(c, "r/t", "x", { retain: true });
+    await publish(c, "r/t", "x", { retain: true });
     assert.equal(await serverDisconnect(c), 0x9a);
   } finally {
     await b.stop();
@@ -389,7 +392,7 @@ Deno.test("inbound Topic Alias: set, use, remap; not carried to the next connect
 
     // MQTT-3.3.2-7: mappings do not survive the connection.
     const next = await connect5(b.port, { clientId: "aliaser" });
-    publish(next.c, "", "stale", { properties: { topicAlias: 5 } });
+    await publish(next.c, "", "stale", { properties: { topicAlias: 5 } });
     assert.equal(await serverDisconnect(next.c), 0x82);
     await sub.c.expectNone(3, 100);
     await sub.c.close();
@@ -402,11 +405,11 @@ Deno.test("inbound Topic Alias above the maximum is 0x94; an unknown alias with 
   const b = await startBroker({ server: { topic_alias_maximum: 5 } });
   try {
     const above = await connect5(b.port);
-    publish(above.c, "al/x", "x", { properties: { topicAlias: 6 } });
+    await publish(above.c, "al/x", "x", { properties: { topicAlias: 6 } });
     assert.equal(await serverDisconnect(above.c), 0x94);
 
     const unknown = await connect5(b.port);
-    publish(unknown.c, "", "x", { properties: { topicAlias: 3 } });
+    await publish(unknown.c, "", "x", { properties: { topicAlias: 3 } });
     assert.equal(await serverDisconnect(unknown.c), 0x82);
 
     // With topic_alias_maximum 0 (CONNACK says 0) any alias is invalid.
@@ -414,7 +417,7 @@ Deno.test("inbound Topic Alias above the maximum is 0x94; an unknown alias with 
     try {
       const c = await connect5(none.port);
       assert.equal(c.connack.properties?.topicAliasMaximum ?? 0, 0);
-      publish(c.c, "al/x", "x", { properties: { topicAlias: 1 } });
+      await publish(c.c, "al/x", "x", { properties: { topicAlias: 1 } });
       assert.equal(await serverDisconnect(c.c), 0x94);
     } finally {
       await none.stop();
@@ -553,18 +556,26 @@ Deno.test("Retain Handling 0 sends retained messages on every SUBSCRIBE, 1 only 
     const pub = await connect5(b.port);
     await publish(pub.c, "rh/t", "retained", { qos: 1, retain: true });
     const { c } = await connect5(b.port);
-    const count = async (retainHandling: 0 | 1 | 2, filter: string): Promise<number> => {
+    const retainedAfter = async (
+      filter: string,
+      retainHandling: 0 | 1 | 2,
+    ): Promise<PublishPacket | undefined> => {
       await subscribe(c, [{ topicFilter: filter, retainHandling }]);
-      await delay(80);
-      const n = c.received.filter((p) => p.type === 3).length;
-      c.received.length = 0;
-      return n;
+      // Retained messages follow the SUBACK at once; 100 ms of silence means none.
+      await delay(100);
+      const i = c.received.findIndex((p) => p.type === 3);
+      return i < 0 ? undefined : c.received.splice(i, 1)[0] as PublishPacket;
     };
-    assert.equal(await count(0, "rh/#"), 1);
-    assert.equal(await count(0, "rh/#"), 1, "Retain Handling 0: again on a repeated SUBSCRIBE");
-    assert.equal(await count(1, "rh/+"), 1, "Retain Handling 1: new subscription");
-    assert.equal(await count(1, "rh/+"), 0, "Retain Handling 1: existing subscription");
-    assert.equal(await count(2, "rh/t"), 0, "Retain Handling 2: never");
+    assert.equal((await retainedAfter("rh/#", 0))?.topic, "rh/t");
+    assert.equal(
+      (await retainedAfter("rh/#", 0))?.topic,
+      "rh/t",
+      "Retain Handling 0: again on a repeated SUBSCRIBE",
+    );
+    assert.equal((await retainedAfter("rh/+", 1))?.topic, "rh/t", "Retain Handling 1: new subscription");
+    assert.equal(await retainedAfter("rh/+", 1), undefined, "Retain Handling 1: existing subscription");
+    assert.equal(await retainedAfter("rh/t", 2), undefined, "Retain Handling 2: never");
+    assert.equal(c.received.length, 0);
     await Promise.all([c.close(), pub.c.close()]);
   } finally {
     await b.stop();
@@ -581,7 +592,8 @@ Deno.test("Subscription Identifiers: carried on deliveries; overlapping subscrip
     const retained = await c.expect(3) as PublishPacket;
     assert.deepEqual(retained.properties?.subscriptionIdentifiers, [5]);
     await subscribe(c, ["si/+"], { subscriptionIdentifiers: [70000] });
-    c.received.length = 0; // the retained message again, for the new subscription
+    // The retained message again, for the new subscription only (§3.8.4).
+    assert.deepEqual((await c.expect(3) as PublishPacket).properties?.subscriptionIdentifiers, [70000]);
     await subscribe(c, ["si/none/#"]); // no identifier
 
     await publish(pub.c, "si/a", "both", { qos: 1 });
@@ -661,7 +673,7 @@ Deno.test("Payload Format Indicator 1 with invalid UTF-8: PUBACK 0x99 (QoS 1), D
     const p = await sub.c.expect(3) as PublishPacket;
     assert.deepEqual(p.payload, bad);
     await sub.c.expectNone(3, 100);
-    publish(c, "pfi/t", bad, { properties: { payloadFormatIndicator: 1 } });
+    await publish(c, "pfi/t", bad, { properties: { payloadFormatIndicator: 1 } });
     assert.equal(await serverDisconnect(c), 0x99);
     await sub.c.close();
   } finally {
@@ -747,6 +759,22 @@ Deno.test("server DISCONNECT: shutdown 0x8B to MQTT 5 clients; 3.1.1 clients are
     assert.equal(await serverDisconnect(v5.c), 0x8b);
     await v4.expectClosed();
     assert.equal(v4.received.length, 0);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("a PUBLISH from a client with a Subscription Identifier is a protocol error (0x82)", async () => {
+  const b = await startBroker();
+  try {
+    const sub = await connect5(b.port);
+    await subscribe(sub.c, ["sid/#"]);
+    const { c } = await connect5(b.port);
+    // MQTT-3.3.4-6: only the server puts Subscription Identifiers on a PUBLISH.
+    await publish(c, "sid/t", "x", { properties: { subscriptionIdentifiers: [9] } });
+    assert.equal(await serverDisconnect(c), 0x82);
+    await sub.c.expectNone(3, 100);
+    await sub.c.close();
   } finally {
     await b.stop();
   }
@@ -880,6 +908,7 @@ for (const expiry of [0, 60]) {
       assert.ok(held.length > 0, "the raw member got a share");
       await raw.c.close(); // gone without acknowledging
       await waitFor(() => jsGot.length === n, "the held messages at the other member");
+      await delay(100); // nothing more may come: each message once
       assert.deepEqual(jsGot.map((m) => m.payload).sort(), Array.from({ length: n }, (_, i) => `m${i}`));
       await mqttEnd(js.client);
       await pub.c.close();
@@ -928,17 +957,15 @@ Deno.test("Receive Maximum of the client: at most that many unacknowledged QoS 1
     await subscribe(c, ["fc/#"]);
     const pub = await connect5(b.port);
     for (let i = 0; i < 5; i++) await publish(pub.c, "fc/t", `m${i}`, { qos: 1 });
-    await waitFor(() => c.received.length === 2, "2 PUBLISH");
-    await delay(200);
-    assert.equal(c.received.length, 2, "no third PUBLISH before an ack");
     const got: string[] = [];
-    for (let i = 0; i < 5; i++) {
-      const p = await c.expect(3) as PublishPacket;
+    for (let acked = 0; acked < 5; acked++) {
+      // Every PUBLISH taken is acknowledged, so what waits in `received` is what is unacknowledged.
+      const window = Math.min(2, 5 - acked);
+      await waitFor(() => c.received.length === window, `${window} unacknowledged PUBLISH`);
+      await delay(acked === 0 ? 200 : 50);
+      assert.equal(c.received.length, window, `no more than 2 unacknowledged after ${acked} acks`);
+      const p = c.received.shift() as PublishPacket;
       got.push(td(p.payload));
-      if (i < 3) {
-        await delay(50);
-        assert.equal(c.received.length, 1, `window of 2 while ${got.length} seen`);
-      }
       c.send({ type: 4, packetId: p.packetId! });
     }
     assert.deepEqual(got, ["m0", "m1", "m2", "m3", "m4"]);
@@ -1006,7 +1033,7 @@ Deno.test("server.max_message_size: a larger packet from the client is DISCONNEC
     const { c, connack } = await connect5(b.port);
     assert.equal(connack.properties?.maximumPacketSize, 200);
     assert.equal((await publish(c, "mx/t", "y".repeat(150), { qos: 1 }))?.reasonCode, 0x10);
-    publish(c, "mx/t", "z".repeat(300), { qos: 0 });
+    await publish(c, "mx/t", "z".repeat(300), { qos: 0 });
     assert.equal(await serverDisconnect(c), 0x95);
   } finally {
     await b.stop();
@@ -1017,38 +1044,36 @@ Deno.test("server.max_message_size: a larger packet from the client is DISCONNEC
 // Will Delay Interval (§3.1.3.2.2)
 
 /** A will for raw CONNECT fields. */
-function will(topic: string, willDelayInterval?: number) {
+function will(topic: string, willDelayInterval?: number): Will {
   return {
     topic,
     payload: te(`will of ${topic}`),
-    qos: 1 as QoS,
+    qos: 1,
     retain: false,
-    properties: willDelayInterval === undefined ? undefined : { willDelayInterval },
+    properties: {
+      contentType: "text/plain",
+      userProperties: [["reason", "lost"]],
+      ...(willDelayInterval === undefined ? {} : { willDelayInterval }),
+    },
   };
 }
 
-Deno.test("Will Delay Interval: published after the delay; a reconnect within it cancels the will", async () => {
+Deno.test("Will Delay Interval: published after the delay; a reconnect or a takeover within it cancels the will", async () => {
   const b = await startBroker();
   try {
     const watcher = await connect5(b.port);
     await subscribe(watcher.c, ["wd/#"]);
     const session = { sessionExpiryInterval: 60 };
-    const stays = await connect5(b.port, {
-      clientId: "wd-a",
-      clean: false,
-      properties: session,
-      will: will("wd/a", 1),
-    });
-    const gone = await connect5(b.port, {
-      clientId: "wd-b",
-      clean: false,
-      properties: session,
-      will: will("wd/b", 1),
-    });
-    await stays.c.close(); // abnormal: the will is due in 1 s
+    const connectWithWill = (id: string) =>
+      connect5(b.port, { clientId: id, clean: false, properties: session, will: will(`wd/${id}`, 1) });
+    const [returns, takenOver, gone] = await Promise.all(["a", "c", "b"].map(connectWithWill));
+    // c is taken over by a new connection: the old connection's will is delayed, then cancelled (§3.1.3.2.2).
+    const takeover = await connect5(b.port, { clientId: "c", clean: false, properties: session });
+    assert.equal(await serverDisconnect(takenOver.c), 0x8e);
+    await returns.c.close(); // abnormal: the will is due in 1 s
     await gone.c.close();
     const lostAt = Date.now();
-    const back = await connect5(b.port, { clientId: "wd-a", clean: false, properties: session });
+    const back = await connect5(b.port, { clientId: "a", clean: false, properties: session });
     assert.equal(back.connack.sessionPresent, true);
     await watcher.c.expectNone(3, 300);
 
@@ -1056,10 +1081,14 @@ Deno.test("Will Delay Interval: published after the delay; a reconnect within it
     const after = Date.now() - lostAt;
     assert.equal(w.topic, "wd/b");
     assert.ok(after >= 950, `will published after ${after} ms, before the 1 s delay`);
-    // wd-a went away first with the same delay: had its will not been cancelled it would be here by now.
+    // Will Properties travel with the message, except the Will Delay Interval, which is not a PUBLISH one.
+    assert.deepEqual(w.properties, { contentType: "text/plain", userProperties: [["reason", "lost"]] });
+    // a and c lost their connections first with the same delay: had their wills not been cancelled they
+    // would have come with or before b's.
     await watcher.c.expectNone(3, 150);
     back.c.send({ type: 14 });
-    await back.c.expectClosed();
+    takeover.c.send({ type: 14 });
+    await Promise.all([back.c.expectClosed(), takeover.c.expectClosed()]);
     await watcher.c.expectNone(3, 100);
     await watcher.c.close();
   } finally {
@@ -1107,6 +1136,23 @@ Deno.test("DISCONNECT with reason 0x04 publishes the will; reason 0x00 does not"
     assert.equal((await watcher.c.expect(3) as PublishPacket).topic, "wr/with-will");
     await watcher.c.expectNone(3, 100);
     await watcher.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("Maximum Packet Size of the client: a DISCONNECT's Reason String is left out when it would not fit", async () => {
+  const b = await startBroker({ server: { topic_alias_maximum: 5 } });
+  try {
+    const { c } = await connect5(b.port, { properties: { maximumPacketSize: 20 } });
+    await publish(c, "al/x", "x", { properties: { topicAlias: 6 } });
+    const d = await c.expect(14) as DisconnectPacket;
+    assert.equal(d.reasonCode, 0x94);
+    assert.ok(encode(d, 5).length <= 20, `DISCONNECT of ${encode(d, 5).length} bytes > 20 (MQTT-3.1.2-24)`);
+    // With room, the Reason String says what was wrong.
+    const roomy = await connect5(b.port);
+    await publish(roomy.c, "al/x", "x", { properties: { topicAlias: 6 } });
+    assert.match((await roomy.c.expect(14) as DisconnectPacket).properties?.reasonString ?? "", /alias 6/);
   } finally {
     await b.stop();
   }

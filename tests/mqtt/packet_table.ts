@@ -1048,7 +1048,7 @@ export const MALFORMED: readonly MalformedEntry[] = [
     name: "PUBLISH v5 Topic Alias 0",
     version: 5,
     bytes: pkt(0x30, s("t"), props([0x23, ...u16(0)])),
-    reasonCode: P,
+    reasonCode: 0x94,
   },
   {
     name: "PUBLISH v5 Subscription Identifier 0",

@@ -109,6 +109,95 @@ Deno.test("KvStore: records are split into chunk sub-keys and long names are has
   });
 });
 
+Deno.test("KvStore: replacing or deleting a chunked record removes its chunk keys", async () => {
+  await withKv(async (store, path) => {
+    store.apply({ op: "retained.put", message: message("t", pattern(250 * 1024, 1)) });
+    store.apply({ op: "retained.put", message: message("u", pattern(200 * 1024, 2)) });
+    store.apply({ op: "outbound.put", record: queued("c", 1, pattern(100 * 1024, 3)) });
+    await store.flush();
+    store.apply({ op: "retained.put", message: message("t", pattern(70 * 1024, 4)) }); // 5 chunks -> 2
+    store.apply({ op: "retained.put", message: message("u", "small") }); // 4 chunks -> inline
+    store.apply({ op: "outbound.delete", clientId: "c", seq: 1 });
+    await store.close(); // no load(): the raw keys are what this store wrote
+    const keys = (await rawEntries(path)).map((e) => JSON.stringify(e.key));
+    assert.deepEqual(keys, ['["r","t"]', '["r","t",0]', '["r","t",1]', '["r","u"]']);
+
+    // After a reopen, load() tells the store which records are chunked.
+    store = new KvStore({ path });
+    await store.open();
+    await store.load();
+    store.apply({ op: "retained.delete", topic: "t" });
+    await store.close();
+    assert.deepEqual((await rawEntries(path)).map((e) => JSON.stringify(e.key)), ['["r","u"]']);
+    store = new KvStore({ path });
+    await store.open();
+    return store;
+  });
+});
+
+/** Wraps a Deno.Kv so every atomic commit's mutations (key, set or delete) are recorded. */
+function recordingKv(kv: Deno.Kv, commits: { key: Deno.KvKey; set: boolean }[][]): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const atomic = target.atomic();
+          const muts: { key: Deno.KvKey; set: boolean }[] = [];
+          return {
+            set(key: Deno.KvKey, value: unknown) {
+              muts.push({ key, set: true });
+              atomic.set(key, value);
+              return this;
+            },
+            delete(key: Deno.KvKey) {
+              muts.push({ key, set: false });
+              atomic.delete(key);
+              return this;
+            },
+            async commit() {
+              const r = await atomic.commit();
+              commits.push(muts);
+              return r;
+            },
+          };
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+Deno.test("KvStore: a record's chunks and header share one atomic commit, and commits stay within limits", async () => {
+  const { path, cleanup } = await tempDb();
+  const commits: { key: Deno.KvKey; set: boolean }[][] = [];
+  const store = new KvStore({ path, openKv: async (p) => recordingKv(await Deno.openKv(p), commits) });
+  try {
+    await store.open();
+    // Small records interleaved with chunked ones, so a naive packer would cut through a chunked record.
+    for (let i = 0; i < 40; i++) {
+      store.apply({
+        op: "outbound.put",
+        record: queued("c", i, i % 2 === 0 ? pattern(100 * 1024, i) : "small"),
+      });
+      for (let j = 0; j < 30; j++) store.apply({ op: "incoming.put", clientId: `c${i}`, packetId: j + 1 });
+    }
+    await store.flush();
+    assert.ok(commits.length >= 3, `commits ${commits.length}`);
+    assert.equal(commits.flat().length, 40 + 20 * 2 + 1200);
+    for (const muts of commits) assert.ok(muts.length <= 1000);
+    for (let i = 0; i < 40; i += 2) {
+      const mine = (x: { key: Deno.KvKey }) => x.key[0] === "o" && x.key[2] === i;
+      const holders = commits.filter((m) => m.some(mine));
+      assert.equal(holders.length, 1, `record ${i}: header and 2 chunks in one commit`);
+      assert.equal(holders[0].filter(mine).length, 3);
+    }
+  } finally {
+    await store.close();
+    await cleanup();
+  }
+});
+
 Deno.test("KvStore: put and delete of one new key in a batch cost no commit; repeated puts cost one", async () => {
   await withKv(async (store) => {
     store.apply({ op: "outbound.put", record: queued("c", 1) });

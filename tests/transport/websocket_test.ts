@@ -88,7 +88,7 @@ const connect = (clientId: string) =>
   encode({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: true, keepAlive: 30, clientId }, 4);
 
 Deno.test("ws: MQTT.js over WebSocket and a TCP client exchange messages; port 0 reports the bound port", async () => {
-  const b = await startBroker({ listeners: [WS] });
+  const b = await startBroker({ listeners: [WS], qos: { max_qos: 2 } });
   try {
     const port = portOf(b, "ws");
     assert.ok(port > 0 && port !== b.port, `ws port ${port}`);

@@ -1,0 +1,209 @@
+/**
+ * Tests of the benchmark suite itself (scripts/bench/): the load generator must count what a real
+ * broker delivers, with zero loss on a healthy run, and its accounting must detect loss, duplicates
+ * and reordering when they happen. Runs against a Mosquitto started on a free port (skipped when
+ * mosquitto is not installed). Speed is never asserted: only that messages were measured correctly.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { type RunningBroker, startBroker } from "../scripts/bench/brokers.ts";
+import { newRunTag, Sink, STAMP_BYTES, writeStamp } from "../scripts/bench/delivery.ts";
+import { LatencyHistogram } from "../scripts/bench/histogram.ts";
+import { parseCpuTicks, parseMemory } from "../scripts/bench/proc_stats.ts";
+import { ratio, renderReport, rssPerConnection, type ScenarioRun } from "../scripts/bench/report.ts";
+import { type LoadResult, resolveOptions, runScenario } from "../scripts/bench/scenarios.ts";
+import { hasCommand } from "./helpers.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
+const noMosquitto = !hasCommand("mosquitto");
+
+/** Runs `fn` with a Mosquitto on a free port, stopped (by PID) and its temp dir removed afterwards. */
+async function withMosquitto(fn: (broker: RunningBroker) => Promise<void>): Promise<void> {
+  const broker = await startBroker("mosquitto", { root: ROOT, cpu: null });
+  try {
+    await fn(broker);
+  } finally {
+    await broker.stop();
+  }
+}
+
+/** The assertions every healthy pub/sub run must pass. */
+function assertLossless(r: LoadResult, what: string): void {
+  assert.ok(r.sent > 0, `${what}: nothing was sent`);
+  assert.ok(r.received > 0, `${what}: nothing was received`);
+  assert.equal(r.received, r.expected, `${what}: received ${r.received} of ${r.expected}`);
+  assert.equal(r.lost, 0, `${what}: lost ${r.lost}`);
+  assert.equal(r.duplicates, 0, `${what}: ${r.duplicates} duplicates`);
+  assert.equal(r.disconnects, 0, `${what}: broker closed connections: ${r.errors.join("; ")}`);
+  assert.ok(r.p50_us !== null && r.p99_us !== null && r.p50_us <= r.p99_us, `${what}: latency not measured`);
+  assert.ok(r.rate > 0, `${what}: no delivery rate`);
+}
+
+Deno.test({
+  name: "loadgen CLI: fanin QoS 0 against mosquitto for 1 s measures every message, zero loss",
+  ignore: noMosquitto,
+  fn: () =>
+    withMosquitto(async (broker) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          `${ROOT}/scripts/bench/loadgen.ts`,
+          "--scenario",
+          "fanin",
+          "--host",
+          "127.0.0.1",
+          "--port",
+          String(broker.port),
+          "--duration",
+          "1",
+          "--timeout",
+          "60",
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stdout = new TextDecoder().decode(out.stdout).trim().split("\n");
+      assert.equal(
+        out.code,
+        0,
+        `loadgen failed: ${new TextDecoder().decode(out.stderr)} ${stdout.join("\n")}`,
+      );
+      const r = JSON.parse(stdout[stdout.length - 1]) as LoadResult;
+      assert.equal(r.scenario, "fanin");
+      assert.equal(r.publishers, 8);
+      // One subscriber on bench/#: every message sent is due exactly once.
+      assert.equal(r.expected, r.sent);
+      assert.equal(r.reordered, 0, "MQTT keeps each publisher's order on one subscription (§4.6)");
+      assertLossless(r, "fanin");
+    }),
+});
+
+Deno.test({
+  name: "loadgen: QoS 1 window and QoS 0 fan-out through the codec decoder, zero loss, every PUBACK",
+  ignore: noMosquitto,
+  fn: () =>
+    withMosquitto(async (broker) => {
+      const base = { host: "127.0.0.1", port: broker.port, duration: 0.7, drain: 5 };
+      const q1 = await runScenario(resolveOptions("qos1", { ...base, publishers: 2, window: 20 }));
+      assertLossless(q1, "qos1");
+      assert.equal(q1.acked, q1.sent, "every QoS 1 PUBLISH must be acknowledged");
+      assert.ok(q1.ack_rate !== null && q1.ack_rate > 0);
+
+      const fan = await runScenario(resolveOptions("fanout", { ...base, subscribers: 4, decoder: "codec" }));
+      assertLossless(fan, "fanout (codec decoder)");
+      assert.equal(fan.expected, fan.sent * 4, "each message is due at each of the 4 subscribers");
+
+      const q2 = await runScenario(resolveOptions("latency", { ...base, qos: 2, rate: 500 }));
+      assertLossless(q2, "QoS 2 paced");
+      assert.equal(q2.acked, q2.sent, "every QoS 2 PUBLISH must complete with PUBCOMP");
+    }),
+});
+
+Deno.test({
+  name: "loadgen: retained messages are all received with the RETAIN flag; idle connections are held",
+  ignore: noMosquitto,
+  fn: () =>
+    withMosquitto(async (broker) => {
+      const base = { host: "127.0.0.1", port: broker.port };
+      const ret = await runScenario(resolveOptions("retained", { ...base, retained: 500 }));
+      assert.equal(ret.sent, 500);
+      assert.equal(ret.received, 500);
+      assert.equal(ret.lost, 0);
+      assert.ok(ret.retained_ms !== null, "time to receive all retained messages was not measured");
+      assert.deepEqual(ret.errors, [], "a message without RETAIN, or another error");
+
+      const events: Record<string, unknown>[] = [];
+      const idle = await runScenario(
+        resolveOptions("idle", { ...base, connections: 40, hold: 0.2, onEvent: (e) => events.push(e) }),
+      );
+      assert.equal(idle.connected, 40);
+      assert.equal(idle.connect_failed, 0);
+      assert.deepEqual(events, [{ event: "ready", scenario: "idle", connections: 40, failed: 0 }]);
+    }),
+});
+
+Deno.test("delivery accounting detects duplicates, late messages, foreign stamps and latency", () => {
+  const tag = newRunTag();
+  const sink = new Sink(new LatencyHistogram(), tag);
+  const payload = new Uint8Array(STAMP_BYTES);
+  const view = new DataView(payload.buffer);
+  const deliver = (seq: number, runTag = tag) => {
+    writeStamp(view, 0, runTag, 3, seq, 1000);
+    sink.record(view, 0, STAMP_BYTES, 1002.5, false);
+  };
+  for (const seq of [0, 1, 1, 3, 2]) deliver(seq);
+  deliver(9, (tag + 1) % 65536); // an earlier run's backlog: ignored
+  sink.record(view, 0, STAMP_BYTES - 1, 1003, false); // too short for a stamp: ignored
+  assert.equal(sink.unique, 4);
+  assert.equal(sink.duplicates, 1);
+  assert.equal(sink.reordered, 1, "seq 2 arrived after seq 3");
+  assert.equal(sink.foreign, 2);
+  assert.equal(sink.uniqueFrom(3), 4);
+  assert.equal(sink.uniqueFrom(0), 0);
+  // 1002.5 - 1000 ms = 2,500 µs, within the histogram's 1.6 % resolution.
+  const p50 = sink.latency.percentile(50)!;
+  assert.ok(Math.abs(p50 - 2500) <= 2500 * 0.016, `p50 ${p50} µs`);
+});
+
+Deno.test("latency histogram percentiles stay within 1.6 % and track min/max exactly", () => {
+  const h = new LatencyHistogram();
+  assert.equal(h.percentile(99), null);
+  for (let v = 1; v <= 100_000; v++) h.record(v);
+  for (const [p, exact] of [[50, 50_000], [99, 99_000], [99.9, 99_900]]) {
+    const got = h.percentile(p)!;
+    assert.ok(Math.abs(got - exact) / exact <= 0.016, `p${p}: ${got} vs ${exact}`);
+  }
+  assert.equal(h.percentile(100), 100_000);
+  assert.equal(h.min, 1);
+  assert.equal(h.max, 100_000);
+  assert.throws(() => h.percentile(101), /0\.\.100, got 101/);
+});
+
+Deno.test("/proc parsing: CPU ticks after a comm with spaces, VmRSS and VmHWM in bytes", () => {
+  const stat = "4242 (deno worker) S 1 4242 4242 0 -1 4194560 500 0 0 0 157 43 0 0 20 0 9 0 100 0 0";
+  assert.equal(parseCpuTicks(stat), 200);
+  const status = "Name:\tmosquitto\nVmHWM:\t    8680 kB\nVmRSS:\t    8584 kB\n";
+  assert.deepEqual(parseMemory(status), { rss: 8584 * 1024, hwm: 8680 * 1024 });
+  assert.throws(() => parseMemory("Name: x\n"), /no VmRSS/);
+});
+
+Deno.test("report: ratios ours / Mosquitto and RSS per idle connection", () => {
+  assert.equal(ratio(150, 100), "1.50x");
+  assert.equal(ratio(null, 100), "n/a");
+  assert.equal(ratio(5, 0), "n/a");
+  const idle: ScenarioRun = {
+    scenario: "idle",
+    broker: "mosquitto",
+    status: "ok",
+    rssBefore: 1_000_000,
+    rssReady: 3_000_000,
+    loadgenArgs: [],
+    result: { connected: 1000 } as LoadResult,
+  };
+  assert.equal(rssPerConnection(idle), 2000);
+  const fanin = (broker: ScenarioRun["broker"], rate: number): ScenarioRun => ({
+    scenario: "fanin",
+    broker,
+    status: "ok",
+    loadgenArgs: ["--scenario", "fanin"],
+    result: { rate, lost: 0, errors: [], disconnects: 0 } as unknown as LoadResult,
+  });
+  const md = renderReport({
+    date: "2026-01-01T00:00:00Z",
+    command: "deno task bench:compare --quick",
+    quick: true,
+    machine: { cpuModel: "test cpu", cores: 2, memoryGiB: 1, kernel: "6.0" },
+    versions: { Mosquitto: "2.0.11" },
+    pinning: "none",
+    loadBefore: 0.1,
+    loadAfter: 0.2,
+    elapsedS: 1,
+    brokers: ["mosquitto", "ours-memory"],
+    settings: {},
+  }, [fanin("mosquitto", 1000), fanin("ours-memory", 2500)]);
+  assert.match(md, /\| `fanin` \| delivered msg\/s \(higher is better\) \| 1,000 \| 2,500 \| 2\.50x \|/);
+  assert.match(md, /deno task bench:compare --quick/);
+});

@@ -1,0 +1,99 @@
+/**
+ * Authentication through the real broker: a password file (PBKDF2 hashes from `hashPassword`) with
+ * anonymous clients refused, for MQTT 3.1.1 (CONNACK return codes) and MQTT 5 (reason codes).
+ */
+
+import assert from "node:assert/strict";
+import { hashPassword } from "../../src/auth/password_file.ts";
+import type { ConnackPacket, ConnectPacket, ProtocolVersion } from "../../src/mqtt/types.ts";
+import { mqttConnect, mqttEnd, RawClient, startBroker, type TestBroker, te } from "../helpers.ts";
+
+/** Test-only iteration count: fast, still the real PBKDF2 code path. */
+const ITERATIONS = 1000;
+
+async function withPasswordBroker(fn: (b: TestBroker) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-auth-test-" });
+  try {
+    const file = `${dir}/passwd`;
+    const lines = [
+      "# test users",
+      `alice:${await hashPassword("wonderland", { iterations: ITERATIONS })}`,
+      `bob:${await hashPassword("b0b-p@ss word", { iterations: ITERATIONS })}`,
+    ];
+    await Deno.writeTextFile(file, lines.join("\n") + "\n");
+    const b = await startBroker({ auth: { password_file: file, allow_anonymous: false } });
+    try {
+      await fn(b);
+    } finally {
+      await b.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Sends one CONNECT and returns the CONNACK code; checks that a refusal closes the connection. */
+async function connackCode(
+  port: number,
+  version: ProtocolVersion,
+  credentials: { username?: string; password?: string },
+): Promise<number> {
+  const c = await RawClient.open(port, version);
+  const connect: ConnectPacket = {
+    type: 1,
+    protocolName: version === 3 ? "MQIsdp" : "MQTT",
+    protocolVersion: version,
+    clean: true,
+    keepAlive: 30,
+    clientId: `auth-${crypto.randomUUID().slice(0, 8)}`,
+    username: credentials.username,
+    password: credentials.password === undefined ? undefined : te(credentials.password),
+  };
+  c.send(connect);
+  const connack = await c.expect(2) as ConnackPacket;
+  if (connack.reasonCode !== 0) await c.expectClosed();
+  await c.close();
+  return connack.reasonCode;
+}
+
+Deno.test("password file: good credentials connect, bad get 0x86 / 4, none get 0x87 / 5", async () => {
+  await withPasswordBroker(async (b) => {
+    const cases: [string, { username?: string; password?: string }, number, number][] = [
+      ["good alice", { username: "alice", password: "wonderland" }, 0, 0],
+      ["good bob (space and symbols)", { username: "bob", password: "b0b-p@ss word" }, 0, 0],
+      ["wrong password", { username: "alice", password: "wonderlant" }, 0x86, 4],
+      ["another user's password", { username: "bob", password: "wonderland" }, 0x86, 4],
+      ["unknown user", { username: "mallory", password: "wonderland" }, 0x86, 4],
+      ["empty password", { username: "alice", password: "" }, 0x86, 4],
+      ["username without password", { username: "alice" }, 0x86, 4],
+      ["no credentials", {}, 0x87, 5],
+    ];
+    // All at once: each refusal waits the broker's anti-guessing delay.
+    const results = await Promise.all(cases.map(async ([name, creds, code5, code4]) => {
+      const [v5, v4, v3] = await Promise.all([
+        connackCode(b.port, 5, creds),
+        connackCode(b.port, 4, creds),
+        connackCode(b.port, 3, creds),
+      ]);
+      return { name, got: [v5, v4, v3], want: [code5, code4, code4] };
+    }));
+    for (const r of results) assert.deepEqual(r.got, r.want, r.name);
+    assert.equal(b.broker.metrics.authFailures, 18);
+    assert.equal(b.broker.clients.size, 0);
+  });
+});
+
+Deno.test("password file: MQTT.js with credentials connects, sets the username, and works", async () => {
+  await withPasswordBroker(async (b) => {
+    const c = await mqttConnect(b.url, { clientId: "alice-1", username: "alice", password: "wonderland" });
+    assert.equal(b.broker.clients.get("alice-1")?.username, "alice");
+    await c.subscribeAsync("a/t");
+    await c.publishAsync("a/t", "x", { qos: 1 });
+    await mqttEnd(c);
+    await assert.rejects(
+      mqttConnect(b.url, { clientId: "alice-2", username: "alice", password: "nope", protocolVersion: 5 }),
+      /Bad User Name or Password/i,
+    );
+    await assert.rejects(mqttConnect(b.url, { clientId: "anon" }), /Not authorized/i);
+  });
+});
