@@ -419,10 +419,10 @@ export class PacketDecoder {
 
   #reader = new Reader();
   /** The last pushed chunk and the position of its first unconsumed byte. */
-  #chunk: Uint8Array = new Uint8Array(0);
+  #chunk: Uint8Array = EMPTY;
   #chunkPos = 0;
   /** Partial packet held between chunks: `#buf[0, #bufLen)`. */
-  #buf: Uint8Array = new Uint8Array(0);
+  #buf: Uint8Array = EMPTY;
   #bufLen = 0;
   /** Total size of the partial packet once its Remaining Length is known, else -1. */
   #need = -1;
@@ -472,11 +472,11 @@ export class PacketDecoder {
   }
 
   #clear(): void {
-    this.#chunk = new Uint8Array(0);
+    this.#chunk = EMPTY;
     this.#chunkPos = 0;
     this.#bufLen = 0;
     this.#need = -1;
-    if (this.#buf.length > KEEP_BUFFER) this.#buf = new Uint8Array(0);
+    if (this.#buf.length > KEEP_BUFFER) this.#buf = EMPTY;
   }
 
   /** Parses a fixed header at `bytes[pos, end)`: sets #need/#headerLen, or leaves #need -1 if cut off. */
@@ -601,7 +601,7 @@ export class PacketDecoder {
     const packet = this.#decode(this.#buf, 0);
     this.#bufLen = 0;
     this.#need = -1;
-    if (this.#buf.length > KEEP_BUFFER) this.#buf = new Uint8Array(0);
+    if (this.#buf.length > KEEP_BUFFER) this.#buf = EMPTY;
     return packet;
   }
 

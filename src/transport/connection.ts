@@ -39,9 +39,10 @@ export interface Transport {
   close(flushTimeoutMs?: number): void;
 }
 
-const INITIAL_READ = 2048;
+const INITIAL_READ = 1024;
 const MAX_READ = 64 * 1024;
 const INITIAL_OUT = 1024;
+const EMPTY = new Uint8Array(0);
 
 /**
  * The part of a `Deno.Conn` that {@link StreamTransport} uses. A `Deno.Conn` is one; so is the adapter over a
@@ -62,9 +63,10 @@ export class StreamTransport implements Transport {
   peerCommonName?: string;
   onDrain?: () => void;
   #conn: ByteConn;
-  #out: Uint8Array = new Uint8Array(INITIAL_OUT);
+  // Both output buffers start empty and are allocated on first use: an idle connection holds none.
+  #out: Uint8Array = EMPTY;
   #outLen = 0;
-  #spare: Uint8Array = new Uint8Array(INITIAL_OUT);
+  #spare: Uint8Array = EMPTY;
   #writing = false;
   #scheduled = false;
   #inFlightBytes = 0;
@@ -111,7 +113,7 @@ export class StreamTransport implements Transport {
   #reserve(n: number): void {
     const need = this.#outLen + n;
     if (need <= this.#out.length) return;
-    let size = this.#out.length * 2;
+    let size = Math.max(INITIAL_OUT, this.#out.length * 2);
     while (size < need) size *= 2;
     const next = new Uint8Array(size);
     next.set(this.#out.subarray(0, this.#outLen));
@@ -166,7 +168,9 @@ export class StreamTransport implements Transport {
         }
         this.#inFlightBytes = 0;
         // Keep a moderately sized spare; drop huge buffers once a burst is over.
-        this.#spare = data.length > 1 << 20 && len < 1 << 16 ? new Uint8Array(INITIAL_OUT) : data;
+        // Keep the buffer for the next swap while the connection is busy; an idle connection with small
+        // writes (PINGRESP) gives it back, and huge buffers are dropped once a burst is over.
+        this.#spare = len < 512 || (data.length > 1 << 20 && len < 1 << 16) ? EMPTY : data;
       }
     } catch {
       this.#destroy();
