@@ -53,7 +53,6 @@ export const DROP_REASONS = [
   "slow_consumer",
   "not_authorized",
   "no_subscribers",
-  "inflight_full",
 ] as const;
 
 /** One of {@link DROP_REASONS}. */
@@ -80,7 +79,7 @@ const M = {
   connectionsTotal: {
     name: "mqtt_connections_total",
     type: "counter",
-    help: "Connections accepted by the MQTT listeners since start.",
+    help: "Client connections accepted with a successful CONNACK since start.",
   },
   messagesReceived: {
     name: "mqtt_messages_received_total",
@@ -175,7 +174,6 @@ export class BrokerMetrics {
     slow_consumer: 0,
     not_authorized: 0,
     no_subscribers: 0,
-    inflight_full: 0,
   };
   /** CONNECTs refused for bad username / password or not authorized. */
   authFailures = 0;

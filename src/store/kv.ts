@@ -4,9 +4,11 @@
  * `apply()` encodes the record (so later changes by the caller cannot leak in) and folds it into the
  * current batch: a map from key to its last value, so several writes of one key cost one mutation, and
  * a key written and deleted in the same batch that was not in the database before costs nothing. That
- * last rule is what makes QoS 1 to an online persistent subscriber cheap: the in-flight record and its
- * PUBACK usually meet in one batch. One batch is committed at a time; ops applied meanwhile go into the
- * next batch, so batches grow with load and the number of commits does not.
+ * last rule is what makes QoS 1 to an online persistent subscriber cheap: under load, the in-flight
+ * record and its PUBACK's delete meet in the batch that waits while the previous one commits. One batch
+ * is committed at a time; ops applied meanwhile go into the next batch, so batches grow with load and the
+ * number of commits does not. A batch larger than one atomic commit allows (1000 mutations, ~800 KB) is
+ * split into several, committed in order; its flush() resolves after the last.
  *
  * To know whether a key exists without reading it, the store keeps the set of outbound and inbound keys
  * it knows to be in the database (filled by `load()`, or empty for a new database). Until it knows, and
@@ -32,6 +34,7 @@ import {
 } from "./kv_layout.ts";
 import { compareIncoming, compareOutbound } from "./order.ts";
 import {
+  type ChunkHeader,
   crc32,
   decodeChunkHeader,
   decodeIncoming,
@@ -100,8 +103,10 @@ const MAX_LATENCIES = 10_000;
 
 /** A {@link Store} on Deno KV (see the module comment). */
 export class KvStore implements Store {
-  /** flush() resolves once the data is committed to the database file. */
-  readonly durable = true;
+  /** flush() resolves once the data is committed to the database file (false for ":memory:"). */
+  get durable(): boolean {
+    return this.#path !== ":memory:";
+  }
   /** Commits (atomic writes), physical mutations, commit latencies (s), failed batches. */
   readonly stats: StoreStats = { commits: 0, mutations: 0, latencies: [], failures: 0 };
 
@@ -110,6 +115,7 @@ export class KvStore implements Store {
   #kv: Deno.Kv | undefined;
   #lock: FileLock | undefined;
   #closed = false;
+  #closing = false;
 
   /** The batch collecting new ops. */
   #current: Batch | undefined;
@@ -154,18 +160,21 @@ export class KvStore implements Store {
       }
       lock = await acquireFileLock(`${this.#path}.lock`, label);
     }
-    let kv: Deno.Kv;
+    let kv: Deno.Kv | undefined;
+    let empty = true;
     try {
       kv = await this.#openKv(this.#path);
+      // A new, empty database holds no key a delete could be needed for.
+      for await (const _ of kv.list({ prefix: [] }, { limit: 1 })) empty = false;
     } catch (e) {
+      try {
+        kv?.close();
+      } catch { /* the open failed half-way; nothing more to release */ }
       await lock?.release();
       throw new StoreError(`cannot open ${label}: ${(e as Error).message}`, { cause: e });
     }
     this.#kv = kv;
     this.#lock = lock;
-    // A new, empty database holds no key a delete could be needed for.
-    let empty = true;
-    for await (const _ of kv.list({ prefix: [] }, { limit: 1 })) empty = false;
     this.#exact = empty;
   }
 
@@ -193,11 +202,12 @@ export class KvStore implements Store {
         try {
           onRecord(r.key, r.value);
         } catch (e) {
+          const why = (e as Error).message;
           throw new StoreError(
-            `storage.path ${this.#path}: cannot decode the record at key ${formatKey(r.key)}: ${
-              (e as Error).message
-            }`,
-            { cause: e },
+            `storage.path ${this.#path}: cannot decode the record at ${formatKey(r.key)}: ${why}`,
+            {
+              cause: e,
+            },
           );
         }
         if (r.chunks > 0) chunked.set(entryIdOfKey(r.key), r.chunks);
@@ -244,7 +254,7 @@ export class KvStore implements Store {
    * @throws TypeError for a malformed op; StoreError when the store is not open.
    */
   apply(op: StoreOp): void {
-    if (this.#kv === undefined) {
+    if (this.#kv === undefined || this.#closing) {
       throw new StoreError(`cannot apply ${op.op}: storage.path ${this.#path} is not open`);
     }
     validateOp(op);
@@ -312,7 +322,9 @@ export class KvStore implements Store {
 
   /** Flushes, closes the database and releases the lock. Rejects if the final flush failed (after closing). */
   async close(): Promise<void> {
-    if (this.#kv === undefined) return;
+    if (this.#kv === undefined || this.#closing) return;
+    // From here apply() refuses: an op accepted now could miss the final flush.
+    this.#closing = true;
     let failure: unknown;
     try {
       await this.flush();
@@ -396,13 +408,13 @@ export class KvStore implements Store {
         this.stats.failures++;
         // What reached the database is unknown now: stop assuming a key is absent.
         this.#exact = false;
+        const why = (e as Error).message;
         batch.reject(
-          e instanceof StoreError ? e : new StoreError(
-            `storage.path ${this.#path}: commit of a batch of ${batch.ops} ops failed: ${
-              (e as Error).message
-            }`,
-            { cause: e },
-          ),
+          e instanceof StoreError
+            ? e
+            : new StoreError(`storage.path ${this.#path}: a batch of ${batch.ops} ops failed: ${why}`, {
+              cause: e,
+            }),
         );
       }
     }
@@ -437,7 +449,7 @@ export class KvStore implements Store {
       const chunks = e.value !== null && e.value.length > INLINE_MAX
         ? Math.ceil(e.value.length / CHUNK_SIZE)
         : 0;
-      if (chunks < 0) this.#chunked.set(id, chunks);
+      if (chunks > 0) this.#chunked.set(id, chunks);
       else this.#chunked.delete(id);
     }
   }
@@ -646,15 +658,26 @@ async function* readRecords(
     if (key.length === parentLength) {
       const done = finish();
       if (done) yield done;
-      if (!(value instanceof Uint8Array)) throw new StoreError(`unexpected value at key ${formatKey(key)}`);
+      if (!(value instanceof Uint8Array)) {
+        throw new StoreError(
+          `expected bytes at ${formatKey(key)}, found ${typeof value}: not written by this store`,
+        );
+      }
       if (value[0] === TAG_CHUNKED) {
-        const h = decodeChunkHeader(value);
+        let h: ChunkHeader;
+        try {
+          h = decodeChunkHeader(value);
+        } catch (e) {
+          throw new StoreError(
+            `cannot decode the chunk header at ${formatKey(key)}: ${(e as Error).message}`,
+          );
+        }
         pending = { key, count: h.count, length: h.length, crc: h.crc, parts: [] };
       } else {
         yield { key, value, chunks: 0 };
       }
     } else if (
-      key.length === parentLength + 1 && pending !== undefined &&
+      key.length === parentLength + 1 && pending !== undefined && pending.parts.length < pending.count &&
       key[parentLength] === pending.parts.length &&
       sameKey(key, pending.key, parentLength) && value instanceof Uint8Array
     ) {

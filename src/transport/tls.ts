@@ -1,20 +1,27 @@
 /**
  * TLS listeners (`mqtts`), with optional mutual TLS. Nothing about MQTT here: each accepted connection
- * becomes a {@link StreamTransport} handed to the broker.
+ * becomes a {@link StreamTransport} handed to the broker once its handshake is done.
+ *
+ * Why `node:tls` and not `Deno.listenTls` (Deno 2.9.6), for both kinds of listener:
+ * - `Deno.listenTls` cannot ask for or verify client certificates (its options are hostname, port,
+ *   transport, alpnProtocols, reusePort, tcpBacklog, cert, key) and `Deno.TlsConn` exposes no peer
+ *   certificate, so it cannot do mutual TLS at all.
+ * - Closing a `Deno.TlsConn` first waits for its handshake to finish (Deno PR #14547): a client that opens
+ *   the TCP connection and never sends a ClientHello keeps its socket open for as long as it likes, even
+ *   after the broker's CONNECT timeout closed it. That is a free descriptor-exhaustion attack on exactly the
+ *   listener that faces the internet. `node:tls` has a handshake timeout and `destroy()` closes at once.
+ * - `node:tls` swaps certificates in place (`setSecureContext`): no window where the port is unbound.
+ * The cost: reading is slower (in a local test about 150-280 MB/s of TLS input against 520-560 for
+ * `Deno.listenTls`; writing and memory per connection were the same), far above what one MQTT connection
+ * needs. `Deno.listenTls` is still used, on a throw-away loopback port, to validate a key pair.
+ *
+ * Mutual TLS (`require_client_cert`): `requestCert` plus `rejectUnauthorized` makes rustls refuse, during
+ * the handshake, a client without a certificate or with one that does not chain to `ca_file`;
+ * `getPeerCertificate()` gives the verified certificate's subject CN (the MQTT username when
+ * `use_cn_as_username` is set). rustls (webpki) accepts only X.509 v3 client certificates.
  *
  * Protocol versions: Deno's TLS stack is rustls, which implements TLS 1.2 and TLS 1.3 only; SSLv3, TLS 1.0
- * and TLS 1.1 are refused during the handshake. `Deno.listenTls` has no minimum-version option (none is
- * needed: 1.2 is already the floor); the `node:tls` server below is given `minVersion: "TLSv1.2"` to say so.
- *
- * Server authentication only (`require_client_cert` false): `Deno.listenTls` and the shared accept loop.
- *
- * Mutual TLS (`require_client_cert` true): `Deno.listenTls` in Deno 2.9.6 cannot ask for or verify client
- * certificates (its options are hostname, port, transport, alpnProtocols, reusePort, tcpBacklog, cert, key),
- * and `Deno.TlsConn` exposes no peer certificate. Deno's `node:tls` server can: `requestCert` plus
- * `rejectUnauthorized` makes rustls refuse, during the handshake, a client without a certificate or with one
- * that does not chain to `ca_file`, and `getPeerCertificate()` gives the verified certificate's subject CN
- * (used as the MQTT username when `use_cn_as_username` is set). rustls (webpki) accepts only X.509 v3
- * client certificates.
+ * and TLS 1.1 are refused during the handshake. `minVersion: "TLSv1.2"` is set to say so.
  *
  * @module
  */
@@ -22,7 +29,7 @@
 import tls from "node:tls";
 import type { Logger } from "../log.ts";
 import { type ByteConn, StreamTransport, type Transport } from "./connection.ts";
-import { acceptLoop, bindError, ListenError, type ListenerSpec, type OpenListener } from "./listeners.ts";
+import { bindError, ListenError, type ListenerSpec, type OpenListener } from "./listeners.ts";
 
 /** The PEM text of a TLS listener's files. */
 export interface TlsFiles {
@@ -33,10 +40,17 @@ export interface TlsFiles {
 }
 
 /**
- * A TLS handshake that has not finished after this long is abandoned (mutual TLS listener; the broker only
- * sees a connection once its handshake is done, so its CONNECT timeout cannot cover this part).
+ * Default for {@link TlsListenOptions.handshakeTimeoutMs}: a TLS handshake not finished after this long is
+ * abandoned. The broker only sees a connection once its handshake is done, so its CONNECT timeout cannot
+ * cover this part.
  */
-const HANDSHAKE_TIMEOUT_MS = 10_000;
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Tuning for {@link listenTls}. */
+export interface TlsListenOptions {
+  /** Milliseconds a client has to complete the TLS handshake; default {@link HANDSHAKE_TIMEOUT_MS}. */
+  handshakeTimeoutMs?: number;
+}
 
 /** Above this many received but unread bytes, a `node:tls` socket is paused (TCP back-pressure). */
 const READ_HIGH_WATER = 64 * 1024;
@@ -99,66 +113,6 @@ function checkKeyPair(spec: ListenerSpec, files: TlsFiles): void {
   }
 }
 
-/**
- * Opens an `mqtts` listener on `spec.host:spec.port` (port 0 picks a free port, reported in `info.port`).
- * The returned handle's `reloadCertificates()` re-reads the files and, when they changed, serves new
- * handshakes with them; connections already open keep theirs. A bad new pair rejects and keeps the old one.
- */
-export async function listenTls(
-  spec: ListenerSpec,
-  onTransport: (t: Transport) => void,
-  logger: Logger,
-): Promise<OpenListener> {
-  const files = await readTlsFiles(spec);
-  return spec.require_client_cert
-    ? await listenMutual(spec, files, onTransport, logger)
-    : listenServerAuth(spec, files, onTransport, logger);
-}
-
-/** Server authentication only: `Deno.listenTls` and the accept loop shared with TCP. */
-function listenServerAuth(
-  spec: ListenerSpec,
-  files: TlsFiles,
-  onTransport: (t: Transport) => void,
-  logger: Logger,
-): OpenListener {
-  const bind = (port: number, pem: TlsFiles): Deno.TlsListener => {
-    try {
-      return Deno.listenTls({ hostname: spec.host, port, transport: "tcp", cert: pem.cert, key: pem.key });
-    } catch (err) {
-      throw tlsError({ ...spec, port }, err);
-    }
-  };
-  let listener = bind(spec.port, files);
-  const addr = listener.addr as Deno.NetAddr;
-  const bound: ListenerSpec = { ...spec, port: addr.port };
-  let loop = acceptLoop(listener, onTransport, logger, bound);
-  let current = files;
-  let closed = false;
-  return {
-    info: { type: spec.type, host: addr.hostname, port: addr.port },
-    close: () => {
-      closed = true;
-      listener.close();
-    },
-    reloadCertificates: async () => {
-      const next = await readTlsFiles(bound);
-      if (closed || sameFiles(next, current)) return false;
-      // Validate first: a bad pair must not leave the port unbound.
-      checkKeyPair(bound, next);
-      // rustls takes its key pair when the listener is created, so new handshakes need a new listener.
-      // Closing a listener does not close the connections it accepted.
-      listener.close();
-      // The socket is released once the pending accept has failed, i.e. when the loop has returned.
-      await loop;
-      listener = bind(bound.port, next);
-      loop = acceptLoop(listener, onTransport, logger, bound);
-      current = next;
-      return true;
-    },
-  };
-}
-
 /** The subject CN of a peer certificate (the last one when there are several), if any. */
 function commonName(cert: tls.PeerCertificate | undefined): string | undefined {
   const cn: unknown = cert?.subject?.CN;
@@ -166,36 +120,43 @@ function commonName(cert: tls.PeerCertificate | undefined): string | undefined {
   return typeof cn === "string" && cn !== "" ? cn : undefined;
 }
 
-/** Mutual TLS through `node:tls` (see the module comment for why not `Deno.listenTls`). */
-async function listenMutual(
+/**
+ * Opens an `mqtts` listener on `spec.host:spec.port` (port 0 picks a free port, reported in `info.port`);
+ * with `spec.require_client_cert`, clients must present a certificate signed by `spec.ca_file`. The returned
+ * handle's `reloadCertificates()` re-reads the files and, when they changed, serves new handshakes with them;
+ * connections already open keep theirs. A bad new pair rejects and keeps the old one.
+ */
+export async function listenTls(
   spec: ListenerSpec,
-  files: TlsFiles,
   onTransport: (t: Transport) => void,
   logger: Logger,
+  options: TlsListenOptions = {},
 ): Promise<OpenListener> {
+  const files = await readTlsFiles(spec);
   checkKeyPair(spec, files);
+  const mutual = spec.require_client_cert === true;
   const context = (pem: TlsFiles): tls.SecureContextOptions => ({
     cert: pem.cert,
     key: pem.key,
-    ca: pem.ca,
+    ca: mutual ? pem.ca : undefined,
     minVersion: "TLSv1.2",
   });
   const server = tls.createServer({
     ...context(files),
-    requestCert: true,
-    rejectUnauthorized: true,
-    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    requestCert: mutual,
+    rejectUnauthorized: mutual,
+    handshakeTimeout: options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
   });
   let bound: ListenerSpec = spec;
   server.on("secureConnection", (socket: tls.TLSSocket) => {
     try {
       // rejectUnauthorized already ended unverified handshakes; this keeps a future default from slipping by.
-      if (!socket.authorized) {
+      if (mutual && !socket.authorized) {
         socket.destroy();
         return;
       }
       const transport = new StreamTransport(new NodeSocketConn(socket));
-      if (spec.use_cn_as_username) {
+      if (mutual && spec.use_cn_as_username) {
         const cn = commonName(socket.getPeerCertificate());
         if (cn === undefined) {
           logger.warn("client certificate has no subject CN to use as username, closing", {
@@ -223,6 +184,8 @@ async function listenMutual(
       addr: socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`,
       error: err.message,
     });
+    // Deno's node:tls reports a handshake timeout here but leaves the socket open: close it ourselves.
+    socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
     const failed = (err: Error) => reject(tlsError(spec, err));
@@ -261,8 +224,8 @@ async function listenMutual(
 }
 
 /**
- * A {@link ByteConn} over a `node:tls` socket, so the verified mutual-TLS connection reuses
- * {@link StreamTransport}'s buffering. Reads pause the socket above {@link READ_HIGH_WATER} unread bytes.
+ * A {@link ByteConn} over a `node:tls` socket, so TLS connections reuse {@link StreamTransport}'s
+ * buffering. Reads pause the socket above {@link READ_HIGH_WATER} unread bytes.
  */
 class NodeSocketConn implements ByteConn {
   readonly remoteAddr: Deno.NetAddr;
@@ -276,7 +239,11 @@ class NodeSocketConn implements ByteConn {
 
   constructor(socket: tls.TLSSocket) {
     this.#socket = socket;
-    this.remoteAddr = { transport: "tcp", hostname: socket.remoteAddress ?? "unknown", port: socket.remotePort ?? 0 };
+    this.remoteAddr = {
+      transport: "tcp",
+      hostname: socket.remoteAddress ?? "unknown",
+      port: socket.remotePort ?? 0,
+    };
     socket.on("data", (data: Uint8Array) => {
       this.#chunks.push(data);
       this.#buffered += data.length;

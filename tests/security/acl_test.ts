@@ -5,8 +5,19 @@
  */
 
 import assert from "node:assert/strict";
+import type { ListenerConfig } from "../../src/config/types.ts";
 import type { AckPacket, ProtocolVersion, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
-import { RawClient, startBroker, type TestBroker, td, te } from "../helpers.ts";
+import {
+  mqttConnect,
+  mqttEnd,
+  RawClient,
+  startBroker,
+  td,
+  te,
+  type TestBroker,
+  waitFor,
+} from "../helpers.ts";
+import { CLIENT_CN, sharedPki } from "../transport/certs.ts";
 
 const ACL = `
 # Anonymous clients: nothing at all.
@@ -29,12 +40,19 @@ pattern read devices/%c/config
 `;
 
 /** Anyone may connect with any username (no password file); the ACL decides the rest. */
-async function withAclBroker(fn: (b: TestBroker) => Promise<void>): Promise<void> {
+async function withAclBroker(
+  fn: (b: TestBroker) => Promise<void>,
+  listeners: ListenerConfig[] = [],
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "mqtt-acl-test-" });
   try {
     const file = `${dir}/acl`;
     await Deno.writeTextFile(file, ACL);
-    const b = await startBroker({ auth: { acl_file: file, allow_anonymous: true }, qos: { max_qos: 2 } });
+    const b = await startBroker({
+      auth: { acl_file: file, allow_anonymous: true },
+      qos: { max_qos: 2 },
+      listeners,
+    });
     try {
       await fn(b);
     } finally {
@@ -84,18 +102,15 @@ async function publish1(c: RawClient, topic: string, payload: string, retain = f
   return puback.reasonCode ?? 0;
 }
 
-/** Waits a little and returns every PUBLISH received so far as "topic=payload". */
+/** Waits a little, acknowledges, and returns every PUBLISH received so far as "topic=payload". */
 async function drainPublishes(c: RawClient, ms = 300): Promise<string[]> {
   await new Promise((resolve) => setTimeout(resolve, ms));
-  const out: string[] = [];
-  for (let i = c.received.length - 1; i >= 0; i--) {
-    const p = c.received[i];
-    if (p.type === 3) {
-      out.unshift(`${(p as PublishPacket).topic}=${td((p as PublishPacket).payload)}`);
-      c.received.splice(i, 1);
-    }
+  const publishes = c.received.filter((p): p is PublishPacket => p.type === 3);
+  c.received.splice(0, c.received.length, ...c.received.filter((p) => p.type !== 3));
+  for (const p of publishes) {
+    if (p.qos === 1) c.send({ type: 4, packetId: p.packetId! });
   }
-  return out;
+  return publishes.map((p) => `${p.topic}=${td(p.payload)}`);
 }
 
 Deno.test("ACL: SUBSCRIBE is refused per filter, 0x80 in 3.1.1 and 0x87 in MQTT 5", async () => {
@@ -106,7 +121,10 @@ Deno.test("ACL: SUBSCRIBE is refused per filter, 0x80 in 3.1.1 and 0x87 in MQTT 
     const v5 = await connect(b, "reader-5", "reader", 5);
     assert.deepEqual(await subscribe(v5, filters), [1, 0x87, 0x87, 1, 0x87]);
     // Only the granted filters exist.
-    assert.deepEqual([...b.broker.sessions.get("reader-4")!.subscriptions.keys()], ["sensors/#", "sensors/+/temp"]);
+    assert.deepEqual([...b.broker.sessions.get("reader-4")!.subscriptions.keys()], [
+      "sensors/#",
+      "sensors/+/temp",
+    ]);
     const anon = await connect(b, "anon", undefined, 5);
     assert.deepEqual(await subscribe(anon, ["sensors/#", "users/anon/#"]), [0x87, 0x87]);
     await Promise.all([v4.close(), v5.close(), anon.close()]);
@@ -122,7 +140,14 @@ Deno.test("ACL: a refused PUBLISH is dropped in 3.1.1 and answered 0x87 in MQTT 
     const reader5 = await connect(b, "reader-pub-5", "reader", 5);
     // The reader may not write: 3.1.1 still gets PUBACK (it has no way to say no) and the message is dropped.
     assert.equal(await publish1(reader4, "sensors/a", "from reader 4"), 0);
-    reader4.send({ type: 3, topic: "sensors/a", payload: te("qos0 from reader"), qos: 0, retain: false, dup: false });
+    reader4.send({
+      type: 3,
+      topic: "sensors/a",
+      payload: te("qos0 from reader"),
+      qos: 0,
+      retain: false,
+      dup: false,
+    });
     assert.equal(await publish1(reader5, "sensors/a", "from reader 5"), 0x87);
     assert.equal(await publish1(reader5, "$SYS/broker/fake", "spoof"), 0x87);
     assert.equal(await publish1(writer, "sensors/a", "from writer"), 0);
@@ -155,6 +180,7 @@ Deno.test("ACL: a reader gets only topics it may read: live, retained and queued
 
     // Queued while the persistent session is offline.
     await reader.close();
+    await waitFor(() => !b.broker.clients.has("reader"), "the broker to see the reader go");
     await publish1(writer, "sensors/open/q", "3");
     await publish1(writer, "sensors/secret/q", "4");
     assert.equal(b.broker.sessions.get("reader")!.queuedCount, 1);
@@ -168,7 +194,11 @@ Deno.test("ACL: a reader gets only topics it may read: live, retained and queued
 Deno.test("ACL: %u and %c patterns grant each client its own topics and nothing else", async () => {
   await withAclBroker(async (b) => {
     const alice = await connect(b, "alice-phone", "alice", 5);
-    assert.deepEqual(await subscribe(alice, ["users/alice/#", "users/bob/#", "users/+/inbox"]), [1, 0x87, 0x87]);
+    assert.deepEqual(await subscribe(alice, ["users/alice/#", "users/bob/#", "users/+/inbox"]), [
+      1,
+      0x87,
+      0x87,
+    ]);
     const bob = await connect(b, "bob-laptop", "bob", 5);
     assert.equal(await publish1(bob, "users/alice/inbox", "hi alice"), 0x87);
     assert.equal(await publish1(alice, "users/alice/inbox", "note to self"), 0);
@@ -179,17 +209,53 @@ Deno.test("ACL: %u and %c patterns grant each client its own topics and nothing 
     const dev1 = await connect(b, "dev1", undefined, 5);
     assert.equal(await publish1(dev1, "devices/dev1/status", "up"), 0);
     assert.equal(await publish1(dev1, "devices/dev2/status", "spoofed"), 0x87);
-    assert.deepEqual(await subscribe(dev1, ["devices/dev1/config", "devices/dev2/config", "devices/+/config"]), [
-      1,
-      0x87,
-      0x87,
-    ]);
+    assert.deepEqual(
+      await subscribe(dev1, ["devices/dev1/config", "devices/dev2/config", "devices/+/config"]),
+      [
+        1,
+        0x87,
+        0x87,
+      ],
+    );
     assert.deepEqual(await drainPublishes(monitor), ["devices/dev1/status=up"]);
 
     // A client id or username that is itself a wildcard never widens a pattern.
     const wild = await connect(b, "+", "#", 5);
-    assert.equal(await publish1(wild, "devices/+/status", "x"), 0x87);
+    assert.equal(await publish1(wild, "devices/dev1/status", "x"), 0x87);
     assert.deepEqual(await subscribe(wild, ["devices/+/config", "users/#/x", "users/#"]), [0x87, 0x8f, 0x87]);
     await Promise.all([alice.close(), bob.close(), monitor.close(), dev1.close(), wild.close()]);
   });
+});
+
+Deno.test("ACL: with mutual TLS and use_cn_as_username, the certificate CN is the ACL identity", async () => {
+  const pki = await sharedPki();
+  const mtls: ListenerConfig = {
+    type: "mqtts",
+    host: "127.0.0.1",
+    port: 0,
+    cert_file: pki.serverCert,
+    key_file: pki.serverKey,
+    ca_file: pki.caCert,
+    require_client_cert: true,
+    use_cn_as_username: true,
+  };
+  await withAclBroker(async (b) => {
+    const port = b.broker.addresses.find((a) => a.type === "mqtts")!.port;
+    const c = await mqttConnect(`mqtts://127.0.0.1:${port}`, {
+      clientId: "cn-acl",
+      protocolVersion: 5,
+      ca: pki.read(pki.caCert),
+      cert: pki.read(pki.clientCert),
+      key: pki.read(pki.clientKey),
+      username: "alice", // claimed, but the certificate says otherwise
+    });
+    // MQTT.js rejects a SUBACK with any refusal; the packet it carries has every reason code.
+    const codes = await c.subscribeAsync([`users/${CLIENT_CN}/#`, "users/alice/#"], { qos: 1 }).then(
+      () => "all granted",
+      (err: { packet?: { granted?: unknown } }) => err.packet?.granted,
+    );
+    assert.deepEqual(codes, [1, 0x87]);
+    assert.equal(b.broker.clients.get("cn-acl")?.username, CLIENT_CN);
+    await mqttEnd(c);
+  }, [mtls]);
 });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { hashPassword } from "../../src/auth/password_file.ts";
 import type { ConnackPacket, ConnectPacket, ProtocolVersion } from "../../src/mqtt/types.ts";
-import { mqttConnect, mqttEnd, RawClient, startBroker, type TestBroker, te } from "../helpers.ts";
+import { mqttConnect, mqttEnd, RawClient, startBroker, te, type TestBroker } from "../helpers.ts";
 
 /** Test-only iteration count: fast, still the real PBKDF2 code path. */
 const ITERATIONS = 1000;

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { KvStore } from "../../src/store/kv.ts";
 import { encodeChunkHeader, encodeRetained, TAG_CHUNKED } from "../../src/store/record_codec.ts";
 import { StoreError } from "../../src/store/store.ts";
-import { message, pattern, queued, session, storeSuite } from "./store_suite.ts";
+import { assertBytes, message, pattern, queued, session, storeSuite } from "./store_suite.ts";
 
 const CHILD = fileURLToPath(new URL("./kv_child.ts", import.meta.url));
 
@@ -217,6 +217,17 @@ Deno.test("KvStore: put and delete of one new key in a batch cost no commit; rep
     store.apply({ op: "outbound.delete", clientId: "c", seq: 2 });
     await store.flush();
     assert.equal(store.stats.mutations, 3);
+
+    // After a committed session.delete, the client's old keys are known to be gone.
+    store.apply({ op: "outbound.put", record: queued("c", 5) });
+    await store.flush();
+    store.apply({ op: "session.delete", clientId: "c" });
+    await store.flush();
+    const before = store.stats.mutations;
+    store.apply({ op: "outbound.put", record: queued("c", 5) });
+    store.apply({ op: "outbound.delete", clientId: "c", seq: 5 });
+    await store.flush();
+    assert.equal(store.stats.mutations, before);
   });
 });
 
@@ -332,6 +343,10 @@ Deno.test("KvStore: a failed commit rejects the batch's flush and counts a failu
       return true;
     });
     assert.equal(store.stats.failures, 1);
+    // A failed batch nobody waits for must not become an unhandled rejection (it would end the process).
+    store.apply({ op: "session.put", session: session("b") });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(store.stats.failures, 2);
     await store.close();
     // The lock was released: the path opens again.
     const again = new KvStore({ path });
@@ -339,6 +354,40 @@ Deno.test("KvStore: a failed commit rejects the batch's flush and counts a failu
     await again.close();
   } finally {
     await store.close().catch(() => {});
+    await cleanup();
+  }
+});
+
+Deno.test("KvStore: a path that cannot be opened is reported, and the lock is not kept", async () => {
+  const { path, cleanup } = await tempDb();
+  try {
+    await Deno.mkdir(path, { recursive: true }); // a directory where the database file should be
+    await assert.rejects(new KvStore({ path }).open(), (e: Error) => {
+      assert.ok(e instanceof StoreError);
+      assert.ok(e.message.startsWith(`cannot open storage.path ${path}: `), e.message);
+      return true;
+    });
+    await assert.rejects(Deno.stat(`${path}.lock`), Deno.errors.NotFound);
+  } finally {
+    await cleanup();
+  }
+});
+
+Deno.test("KvStore: close() refuses new ops and flushes what was applied before it", async () => {
+  const { path, cleanup } = await tempDb();
+  try {
+    const store = new KvStore({ path });
+    await store.open();
+    store.apply({ op: "session.put", session: session("a") });
+    const closing = store.close();
+    assert.throws(() => store.apply({ op: "session.put", session: session("b") }), /is not open/);
+    await closing;
+    await assert.rejects(store.open(), /this store was closed/);
+    const again = new KvStore({ path });
+    await again.open();
+    assert.deepEqual((await again.load()).sessions.map((s) => s.clientId), ["a"]);
+    await again.close();
+  } finally {
     await cleanup();
   }
 });
@@ -458,6 +507,7 @@ Deno.test("KvStore: load() drops torn chunked records and orphan chunks", async 
       .set(["r", "torn", 0], torn.subarray(0, 60 * 1024))
       .set(["r", "torn", 1], torn.subarray(60 * 1024))
       .set(["r", "small", 3], new Uint8Array(10))
+      .set(["r", "good", 3], new Uint8Array(10)) // beyond the header's count of 3
       .set(["o", "ghost", 1, 0], new Uint8Array(10))
       .commit();
     kv.close();
@@ -466,7 +516,7 @@ Deno.test("KvStore: load() drops torn chunked records and orphan chunks", async 
     await store.open();
     const state = await store.load();
     assert.deepEqual(state.retained.map((m) => m.topic).sort(), ["good", "small"]);
-    assert.deepEqual(state.retained.find((m) => m.topic === "good")!.payload, pattern(130 * 1024, 1));
+    assertBytes(state.retained.find((m) => m.topic === "good")?.payload, pattern(130 * 1024, 1), "good");
     await store.close();
     const keys = (await rawEntries(path)).map((e) => JSON.stringify(e.key));
     assert.deepEqual(keys, [
@@ -481,8 +531,33 @@ Deno.test("KvStore: load() drops torn chunked records and orphan chunks", async 
   }
 });
 
+Deno.test("KvStore: load() names the key of a record it cannot decode", async () => {
+  const { path, cleanup } = await tempDb();
+  try {
+    let store = new KvStore({ path });
+    await store.open();
+    await store.close();
+    const kv = await Deno.openKv(path);
+    await kv.set(["s", "bad"], new Uint8Array([1, 200])); // a record tag, then a truncated string length
+    kv.close();
+    store = new KvStore({ path });
+    await store.open();
+    try {
+      await assert.rejects(
+        store.load(),
+        /storage\.path .*: cannot decode the record at \["s", "bad"\]: record truncated/,
+      );
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await cleanup();
+  }
+});
+
 Deno.test("KvStore: ':memory:' opens without a lock or directory", async () => {
   const store = new KvStore({ path: ":memory:" });
+  assert.equal(store.durable, false);
   await store.open();
   store.apply({ op: "retained.put", message: message("t", "x") });
   await store.flush();

@@ -51,9 +51,12 @@ export function sharedPki(): Promise<TestPki> {
 export const CLIENT_CN = "device-42";
 
 async function openssl(dir: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command("openssl", { args, cwd: dir, stdout: "piped", stderr: "piped" }).output();
+  const out = await new Deno.Command("openssl", { args, cwd: dir, stdout: "piped", stderr: "piped" })
+    .output();
   if (out.code !== 0) {
-    throw new Error(`openssl ${args.join(" ")} failed (${out.code}): ${new TextDecoder().decode(out.stderr)}`);
+    throw new Error(
+      `openssl ${args.join(" ")} failed (${out.code}): ${new TextDecoder().decode(out.stderr)}`,
+    );
   }
 }
 

@@ -6,7 +6,19 @@
 import assert from "node:assert/strict";
 import mqtt from "mqtt";
 import type { ListenerConfig } from "../../src/config/types.ts";
-import { collect, delay, mqttConnect, mqttEnd, RawClient, startBroker, type TestBroker, waitFor } from "../helpers.ts";
+import { createLogger } from "../../src/log.ts";
+import type { Transport } from "../../src/transport/connection.ts";
+import { listenTls } from "../../src/transport/tls.ts";
+import {
+  collect,
+  delay,
+  mqttConnect,
+  mqttEnd,
+  RawClient,
+  startBroker,
+  type TestBroker,
+  waitFor,
+} from "../helpers.ts";
 import { CLIENT_CN, sharedPki } from "./certs.ts";
 
 const pki = await sharedPki();
@@ -54,6 +66,26 @@ function connectFailure(url: string, opts: mqtt.IClientOptions): Promise<string>
   });
 }
 
+/** Reads until the peer closes (true) or 3 s pass (false); a TLS alert before the close is skipped. */
+async function readUntilClosed(conn: Deno.Conn): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 3000)));
+  const closed = (async () => {
+    const buf = new Uint8Array(256);
+    try {
+      while ((await conn.read(buf)) !== null) { /* skip */ }
+    } catch {
+      // reset: closed as well
+    }
+    return true;
+  })();
+  try {
+    return await Promise.race([closed, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Runs `openssl s_client` against the port with extra arguments; returns its exit code and output. */
 async function sClient(port: number, args: string[]): Promise<{ code: number; text: string }> {
   const out = await new Deno.Command("openssl", {
@@ -84,7 +116,10 @@ Deno.test("mqtts: MQTT.js publishes and subscribes over TLS trusting our CA; por
     await tcp.subscribeAsync("secure/#");
     await pub.publishAsync("secure/b", "to both", { qos: 0 });
     await waitFor(() => got.length === 2 && tcpGot.length === 1, "messages over TLS and TCP");
-    assert.deepEqual(got.map((m) => [m.topic, m.payload]), [["secure/a", "over tls"], ["secure/b", "to both"]]);
+    assert.deepEqual(got.map((m) => [m.topic, m.payload]), [["secure/a", "over tls"], [
+      "secure/b",
+      "to both",
+    ]]);
     assert.deepEqual(tcpGot.map((m) => m.payload), ["to both"]);
     assert.equal(b.broker.clients.get("tls-sub")?.transport.remoteAddr.startsWith("127.0.0.1:"), true);
     await mqttEnd(pub);
@@ -99,7 +134,14 @@ Deno.test("mqtts: plain MQTT sent to the TLS port gets no CONNACK and is closed"
   const b = await startBroker({ listeners: [tlsListener()] });
   try {
     const raw = await RawClient.open(portOf(b, "mqtts"));
-    raw.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: true, keepAlive: 30, clientId: "plain" });
+    raw.send({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 4,
+      clean: true,
+      keepAlive: 30,
+      clientId: "plain",
+    });
     await raw.expectClosed(3000);
     assert.equal(raw.received.length, 0);
     assert.equal(b.broker.clients.has("plain"), false);
@@ -112,7 +154,9 @@ Deno.test("mqtts: plain MQTT sent to the TLS port gets no CONNACK and is closed"
 Deno.test("mqtts: a client that does not trust the server certificate fails", async () => {
   const b = await startBroker({ listeners: [tlsListener()] });
   try {
-    const why = await connectFailure(`mqtts://127.0.0.1:${portOf(b, "mqtts")}`, { ca: pki.read(pki.otherCaCert) });
+    const why = await connectFailure(`mqtts://127.0.0.1:${portOf(b, "mqtts")}`, {
+      ca: pki.read(pki.otherCaCert),
+    });
     assert.match(why, /certificate|closed/i);
     assert.equal(b.broker.clients.size, 0);
   } finally {
@@ -226,6 +270,39 @@ Deno.test("mutual TLS: a refusing CONNACK still reaches the client before the so
   }
 });
 
+for (const mutual of [false, true]) {
+  Deno.test(`${mutual ? "mutual TLS" : "mqtts"}: a TCP connection that never completes the handshake is closed`, async () => {
+    // Deno.listenTls would keep this socket until the client gave up (see tls.ts); node:tls times it out.
+    const logs: string[] = [];
+    const logger = createLogger({ level: "debug", format: "text", write: (l) => logs.push(l) });
+    const accepted: Transport[] = [];
+    const listener = await listenTls(
+      mutual ? mtlsListener() : tlsListener(),
+      (t) => accepted.push(t),
+      logger,
+      { handshakeTimeoutMs: 300 },
+    );
+    try {
+      const silent = await Deno.connect({ hostname: "127.0.0.1", port: listener.info.port });
+      // One that sends half a ClientHello and stops.
+      const partial = await Deno.connect({ hostname: "127.0.0.1", port: listener.info.port });
+      await partial.write(new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+      const started = Date.now();
+      assert.equal(await readUntilClosed(silent), true);
+      const elapsed = Date.now() - started;
+      assert.ok(elapsed >= 250 && elapsed < 2000, `closed after ${elapsed} ms`);
+      assert.equal(await readUntilClosed(partial), true);
+      assert.equal(accepted.length, 0);
+      const timeouts = logs.filter((l) => l.includes("TLS handshake refused") && l.includes("timeout"));
+      assert.equal(timeouts.length, 2, logs.join("\n"));
+      silent.close();
+      partial.close();
+    } finally {
+      await listener.close();
+    }
+  });
+}
+
 /** Copies the first PEM pair over the listener's files (what an operator's renewal does). */
 async function replaceFiles(dir: string, cert: string, key: string): Promise<{ cert: string; key: string }> {
   const paths = { cert: `${dir}/live.crt`, key: `${dir}/live.key` };
@@ -302,5 +379,4 @@ Deno.test("mqtts: unreadable or broken certificate files fail start-up with a me
     startBroker({ listeners: [mtlsListener({ ca_file: pki.serverKey })] }),
     (err: Error) => err.message.includes("ca_file") && err.message.includes("no PEM certificate"),
   );
-  await delay(0);
 });

@@ -9,7 +9,7 @@ import { PacketDecoder } from "../../src/mqtt/decode.ts";
 import { encode } from "../../src/mqtt/encode.ts";
 import type { ConnackPacket, Packet, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
 import { chooseSubprotocol } from "../../src/transport/websocket.ts";
-import { collect, mqttConnect, mqttEnd, startBroker, type TestBroker, td, te, waitFor } from "../helpers.ts";
+import { collect, mqttConnect, mqttEnd, startBroker, td, te, type TestBroker, waitFor } from "../helpers.ts";
 import { sharedPki } from "./certs.ts";
 
 const WS: ListenerConfig = { type: "ws", host: "127.0.0.1", port: 0 };
@@ -130,9 +130,23 @@ Deno.test("ws: a packet split over two messages and two packets in one message b
     const subscribe = encode({
       type: 8,
       packetId: 3,
-      subscriptions: [{ topicFilter: "w/t", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+      subscriptions: [{
+        topicFilter: "w/t",
+        qos: 1,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
     }, 4);
-    const publish = encode({ type: 3, topic: "w/t", payload: te("own"), qos: 1, packetId: 9, dup: false, retain: false }, 4);
+    const publish = encode({
+      type: 3,
+      topic: "w/t",
+      payload: te("own"),
+      qos: 1,
+      packetId: 9,
+      dup: false,
+      retain: false,
+    }, 4);
     const pingreq = new Uint8Array([0xc0, 0x00]);
     // SUBSCRIBE + PUBLISH + half of a PINGREQ in one message, the other half in the next.
     const joined = new Uint8Array(subscribe.length + publish.length + 1);
@@ -218,7 +232,13 @@ Deno.test("ws: the connect timeout closes a WebSocket that never sends CONNECT",
 Deno.test("wss: MQTT.js over TLS WebSocket with the generated certificate", async () => {
   const pki = await sharedPki();
   const b = await startBroker({
-    listeners: [{ type: "wss", host: "127.0.0.1", port: 0, cert_file: pki.serverCert, key_file: pki.serverKey }],
+    listeners: [{
+      type: "wss",
+      host: "127.0.0.1",
+      port: 0,
+      cert_file: pki.serverCert,
+      key_file: pki.serverKey,
+    }],
   });
   try {
     const url = `wss://127.0.0.1:${portOf(b, "wss")}/mqtt`;
