@@ -158,6 +158,9 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
   out.push("## Scenarios", "");
   for (const s of scenarios) {
     out.push(`### \`${s}\`: ${SCENARIOS[s].description}`, "");
+    if (meta.quick) {
+      out.push("Quick mode: counts and durations scaled down, see the load generator line below.", "");
+    }
     const cols = [
       "broker",
       "sent",
@@ -179,6 +182,8 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
       const run = find(s, b);
       if (run === undefined) continue;
       const res = run.result;
+      // Connection-only scenarios (idle, conn) move no messages: dashes, not zeros.
+      const msgs = res !== undefined && res.publishers + res.subscribers > 0 ? res : undefined;
       const lat = (v: number | null | undefined) => v == null ? "-" : ms(v);
       const notes: string[] = [];
       if (run.note) notes.push(run.note);
@@ -199,13 +204,13 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
       out.push(`| ${
         [
           BROKER_LABELS[b] + (run.status === "ok" ? "" : ` (${run.status})`),
-          res ? int(res.sent) : "-",
-          res ? int(res.received) : "-",
-          res ? int(res.rate) : "-",
-          res?.ack_rate != null ? int(res.ack_rate) : "-",
-          res ? int(res.lost) : "-",
-          res ? int(res.duplicates) : "-",
-          res?.reordered != null ? int(res.reordered) : "-",
+          msgs ? int(msgs.sent) : "-",
+          msgs ? int(msgs.received) : "-",
+          msgs ? int(msgs.rate) : "-",
+          msgs?.ack_rate != null ? int(msgs.ack_rate) : "-",
+          msgs ? int(msgs.lost) : "-",
+          msgs ? int(msgs.duplicates) : "-",
+          msgs?.reordered != null ? int(msgs.reordered) : "-",
           lat(res?.p50_us),
           lat(res?.p99_us),
           lat(res?.p999_us),

@@ -498,12 +498,14 @@ export class Broker {
     this.#ready = false;
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
-    await this.#closeListeners();
     for (const client of [...this.connections]) {
       client.suppressWill = true; // the client did nothing wrong; §3.1.2.5 wills are for lost connections
       client.disconnect(ReasonCode.ServerShuttingDown, "server shutting down");
       if (client.state !== "closed") client.close("server shutting down");
     }
+    // After the clients: closing a WebSocket listener (Deno.serve shutdown) also closes its upgraded
+    // sockets, which would end those sessions as lost connections. accept() refuses newcomers meanwhile.
+    await this.#closeListeners();
     try {
       await this.store.flush();
     } finally {

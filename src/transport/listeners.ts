@@ -1,6 +1,7 @@
 /**
- * Listeners: TCP (`mqtt`) and TLS (`mqtts`) accept loops. Each accepted connection becomes a
- * {@link Transport} handed to the broker; the accept loop never dies because of one bad connection.
+ * Listeners: the TCP (`mqtt`) accept loop, and {@link listen}, which also opens TLS (`mqtts`, `tls.ts`) and
+ * WebSocket (`ws` / `wss`, `websocket.ts`) listeners. Each accepted connection becomes a {@link Transport}
+ * handed to the broker; the accept loop never dies because of one bad connection.
  *
  * @module
  */
@@ -35,7 +36,9 @@ function bindError(spec: ListenerSpec, err: unknown): ListenError {
   if (err instanceof Deno.errors.PermissionDenied) {
     return new ListenError(`${spec.type} listener ${spec.host}:${spec.port}: permission denied`);
   }
-  return new ListenError(`${spec.type} listener ${spec.host}:${spec.port}: ${err instanceof Error ? err.message : err}`);
+  return new ListenError(
+    `${spec.type} listener ${spec.host}:${spec.port}: ${err instanceof Error ? err.message : err}`,
+  );
 }
 
 async function acceptLoop(

@@ -100,6 +100,14 @@ function tlsError(spec: ListenerSpec, err: unknown): ListenError {
   );
 }
 
+/** A `node:net` listen error (EADDRINUSE, EACCES) as the same one-line message a TCP listener gives. */
+function listenFailure(spec: ListenerSpec, err: Error): ListenError {
+  const code = (err as Error & { code?: string }).code;
+  if (code === "EADDRINUSE") return bindError(spec, new Deno.errors.AddrInUse(err.message));
+  if (code === "EACCES") return bindError(spec, new Deno.errors.PermissionDenied(err.message));
+  return bindError(spec, err);
+}
+
 /**
  * Checks that a certificate and key load and belong together, by binding a throw-away TLS listener on a free
  * loopback port: `Deno.listenTls` is where rustls parses both and checks that they match (`node:tls`
@@ -188,7 +196,7 @@ export async function listenTls(
     socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
-    const failed = (err: Error) => reject(tlsError(spec, err));
+    const failed = (err: Error) => reject(listenFailure(spec, err));
     server.once("error", failed);
     server.listen({ host: spec.host, port: spec.port }, () => {
       server.off("error", failed);

@@ -4,7 +4,7 @@
  *
  * - Only `spec.path` (default "/mqtt") upgrades; other paths get 404, plain HTTP on the path gets 426.
  * - Subprotocol: "mqtt" (MQTT-6.0.0-3/4), or "mqttv3.1" for MQTT 3.1 clients. A client that offers neither
- *   gets 400; one that offers none at all is accepted, as other brokers do.
+ *   gets 400; one that offers none at all is accepted (lenient: some clients leave the header out).
  * - Binary frames only: a text frame closes the connection (MQTT-6.0.0-1).
  * - A WebSocket message is just bytes for the packet decoder, which streams: a packet may span several
  *   messages and one message may hold several packets (MQTT-6.0.0-2).
@@ -18,6 +18,9 @@
  *   peer that stopped reading stays open until that peer reads or its TCP connection dies. The transport
  *   reports itself closed after the flush timeout anyway, and the broker's `max_output_buffer` bounds what
  *   is queued before that.
+ * - It has no header-read or idle timeout (denoland/deno#3515): a TCP connection that never sends its HTTP
+ *   request is invisible to the broker, so the CONNECT timeout cannot close it (one was still open after
+ *   70 s in a local test). `mqtt` and `mqtts` listeners do not have this hole.
  *
  * @module
  */
@@ -41,6 +44,7 @@ export const DEFAULT_WEBSOCKET_PATH = "/mqtt";
 const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
 
 const INITIAL_OUT = 1024;
+const EMPTY = new Uint8Array(0);
 
 /**
  * Picks the subprotocol for a `Sec-WebSocket-Protocol` request header: the first of
@@ -63,7 +67,8 @@ export class WebSocketTransport implements Transport {
   #inboxBytes = 0;
   #ended = false;
   #wake?: () => void;
-  #out: Uint8Array = new Uint8Array(INITIAL_OUT);
+  // Allocated on first write and given back when little is sent: an idle connection holds none.
+  #out: Uint8Array = EMPTY;
   #outLen = 0;
   #scheduled = false;
   #closed = false;
@@ -136,7 +141,7 @@ export class WebSocketTransport implements Transport {
   #reserve(n: number): void {
     const need = this.#outLen + n;
     if (need <= this.#out.length) return;
-    let size = this.#out.length * 2;
+    let size = Math.max(INITIAL_OUT, this.#out.length * 2);
     while (size < need) size *= 2;
     const next = new Uint8Array(size);
     next.set(this.#out.subarray(0, this.#outLen));
@@ -178,8 +183,9 @@ export class WebSocketTransport implements Transport {
     // A copy: the socket may still hold the message after send() returns, and #out is reused.
     const frame = this.#out.slice(0, this.#outLen);
     this.#outLen = 0;
-    // Drop a buffer a burst made huge once the burst is over.
-    if (this.#out.length > 1 << 20 && frame.length < 1 << 16) this.#out = new Uint8Array(INITIAL_OUT);
+    // Keep the buffer while the connection is busy; give it back after small writes (PINGRESP) and
+    // once a burst that made it huge is over.
+    if (frame.length < 512 || (this.#out.length > 1 << 20 && frame.length < 1 << 16)) this.#out = EMPTY;
     try {
       this.#ws.send(frame);
     } catch {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { encode } from "../../src/mqtt/encode.ts";
 import type { ConnackPacket, DisconnectPacket, Packet, ProtocolVersion } from "../../src/mqtt/types.ts";
 import { delay, RawClient, startBroker, te, type TestBroker, waitFor } from "../helpers.ts";
+import { sharedPki } from "../transport/certs.ts";
 
 /** A small seeded PRNG (mulberry32), so a failing case can be replayed. */
 function prng(seed: number): () => number {
@@ -213,23 +214,67 @@ Deno.test("2,000 half-open connections are closed after connect_timeout while a 
   }
 });
 
-/** A subscriber over a raw socket that reads CONNACK and SUBACK and then never reads again. */
-async function stuckSubscriber(port: number, topic: string, qos: 0 | 1): Promise<Deno.TcpConn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+/** How the stuck subscriber reaches the broker. */
+type Via = "tcp" | "mqtts" | "ws";
+
+/** Reads exactly `n` bytes. */
+async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(n);
+  for (let got = 0; got < n;) {
+    const k = await conn.read(buf.subarray(got));
+    if (k === null) throw new Error(`connection closed after ${got} of ${n} bytes`);
+    got += k;
+  }
+  return buf;
+}
+
+/** A masked client-to-server WebSocket binary frame (RFC 6455 §5.2), payload below 126 bytes. */
+function wsFrame(payload: Uint8Array): Uint8Array {
+  const mask = crypto.getRandomValues(new Uint8Array(4));
+  const out = new Uint8Array(6 + payload.length);
+  out.set([0x82, 0x80 | payload.length, ...mask]);
+  for (let i = 0; i < payload.length; i++) out[6 + i] = payload[i] ^ mask[i % 4];
+  return out;
+}
+
+/**
+ * A subscriber over a raw socket (TCP, TLS, or a hand-made WebSocket) that reads its CONNACK and SUBACK and
+ * then never reads again.
+ */
+async function stuckSubscriber(b: TestBroker, via: Via, topic: string, qos: 0 | 1): Promise<Deno.Conn> {
+  const port = b.broker.addresses.find((a) => a.type === (via === "tcp" ? "mqtt" : via))!.port;
   const subscribe = encode({
     type: 8,
     packetId: 1,
     subscriptions: [{ topicFilter: topic, qos, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
   }, 4);
   const hello = new Uint8Array([...connectBytes("stuck", 4, 0), ...subscribe]);
-  await conn.write(hello);
-  // CONNACK (4 bytes) + SUBACK (5 bytes).
-  const buf = new Uint8Array(9);
-  let got = 0;
-  while (got < 9) {
-    const n = await conn.read(buf.subarray(got));
-    if (n === null) throw new Error("stuck subscriber closed before SUBACK");
-    got += n;
+  if (via === "mqtts") {
+    const pki = await sharedPki();
+    const conn = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [pki.read(pki.caCert)] });
+    await conn.write(hello);
+    await readExactly(conn, 9); // CONNACK (4 bytes) + SUBACK (5 bytes)
+    return conn;
+  }
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  if (via === "tcp") {
+    await conn.write(hello);
+    await readExactly(conn, 9);
+    return conn;
+  }
+  await conn.write(te(
+    "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+      "Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+  ));
+  let head = "";
+  while (!head.endsWith("\r\n\r\n")) head += String.fromCharCode((await readExactly(conn, 1))[0]);
+  assert.match(head, /^HTTP\/1\.1 101/);
+  await conn.write(wsFrame(hello));
+  // CONNACK and SUBACK, in one or two unmasked server frames (2-byte headers: lengths below 126).
+  for (let mqttBytes = 0; mqttBytes < 9;) {
+    const header = await readExactly(conn, 2);
+    mqttBytes += (await readExactly(conn, header[1] & 0x7f)).length;
   }
   return conn;
 }
@@ -293,8 +338,11 @@ function sampleRss(): { stop(): number } {
 
 const MB = 1024 * 1024;
 
-for (const qos of [0, 1] as const) {
-  Deno.test(`a QoS ${qos} subscriber that never reads gets ~50 MB published: memory stays bounded`, async () => {
+const SLOW_CASES: [Via, 0 | 1][] = [["tcp", 0], ["tcp", 1], ["mqtts", 0], ["ws", 0]];
+
+for (const [via, qos] of SLOW_CASES) {
+  Deno.test(`a QoS ${qos} ${via} subscriber that never reads gets ~50 MB published: memory stays bounded`, async () => {
+    const pki = await sharedPki();
     const b = await startBroker({
       qos: { max_qos: 1 },
       server: {
@@ -303,8 +351,14 @@ for (const qos of [0, 1] as const) {
         max_queued_messages: 100,
         max_queued_bytes: 4 * MB,
       },
+      listeners: via === "tcp" ? [] : [{
+        type: via,
+        host: "127.0.0.1",
+        port: 0,
+        ...(via === "mqtts" ? { cert_file: pki.serverCert, key_file: pki.serverKey } : {}),
+      }],
     });
-    const stuck = await stuckSubscriber(b.port, "firehose", qos);
+    const stuck = await stuckSubscriber(b, via, "firehose", qos);
     try {
       const other = await RawClient.connect(b.port, { clientId: "other" });
       other.send({
@@ -352,7 +406,7 @@ for (const qos of [0, 1] as const) {
       const growthPeak = (rssPeak - rssBefore) / MB;
       const growthAfter = (rssAfter - rssBefore) / MB;
       console.log(
-        `QoS ${qos}: published ${(sent / MB).toFixed(0)} MB in ${seconds.toFixed(1)} s; RSS before ` +
+        `QoS ${qos} ${via}: published ${(sent / MB).toFixed(0)} MB in ${seconds.toFixed(1)} s; RSS before ` +
           `${(rssBefore / MB).toFixed(0)} MB, peak ${(rssPeak / MB).toFixed(0)} MB (+${
             growthPeak.toFixed(0)
           }), ` +

@@ -11,7 +11,6 @@ import type { Transport } from "../../src/transport/connection.ts";
 import { listenTls } from "../../src/transport/tls.ts";
 import {
   collect,
-  delay,
   mqttConnect,
   mqttEnd,
   RawClient,
@@ -362,7 +361,7 @@ for (const mutual of [false, true]) {
   });
 }
 
-Deno.test("mqtts: unreadable or broken certificate files fail start-up with a message naming them", async () => {
+Deno.test("mqtts: unreadable or broken certificate files, or a port in use, fail start-up with a clear message", async () => {
   await assert.rejects(
     startBroker({ listeners: [tlsListener({ cert_file: `${pki.dir}/missing.crt` })] }),
     (err: Error) => err.message.includes("cert_file") && err.message.includes("missing.crt"),
@@ -375,6 +374,15 @@ Deno.test("mqtts: unreadable or broken certificate files fail start-up with a me
     startBroker({ listeners: [mtlsListener({ key_file: pki.otherServerKey })] }),
     (err: Error) => err.message.includes(pki.otherServerKey),
   );
+  const other = await startBroker();
+  try {
+    await assert.rejects(
+      startBroker({ listeners: [tlsListener({ port: other.port })] }),
+      (err: Error) => err.message === `mqtts listener 127.0.0.1:${other.port} is already in use`,
+    );
+  } finally {
+    await other.stop();
+  }
   await assert.rejects(
     startBroker({ listeners: [mtlsListener({ ca_file: pki.serverKey })] }),
     (err: Error) => err.message.includes("ca_file") && err.message.includes("no PEM certificate"),

@@ -274,3 +274,50 @@ Deno.test("wss: require_client_cert is refused at start-up with a reason (Deno.s
     /require_client_cert is not supported/,
   );
 });
+
+Deno.test("ws / wss: a port in use or a broken key pair fails start-up with a clear message", async () => {
+  const pki = await sharedPki();
+  const other = await startBroker();
+  try {
+    await assert.rejects(
+      startBroker({ listeners: [{ ...WS, port: other.port }] }),
+      (err: Error) => err.message === `ws listener 127.0.0.1:${other.port} is already in use`,
+    );
+  } finally {
+    await other.stop();
+  }
+  await assert.rejects(
+    startBroker({
+      listeners: [{
+        type: "wss",
+        host: "127.0.0.1",
+        port: 0,
+        cert_file: pki.serverCert,
+        key_file: pki.otherServerKey,
+      }],
+    }),
+    (err: Error) => err.message.includes("wss listener") && err.message.includes(pki.otherServerKey),
+  );
+});
+
+Deno.test("ws: at broker stop an MQTT 5 WebSocket client gets DISCONNECT 0x8B and its will is not published", async () => {
+  const b = await startBroker({ listeners: [WS] });
+  let stopped = false;
+  try {
+    const c = await mqttConnect(`ws://127.0.0.1:${portOf(b, "ws")}/mqtt`, {
+      clientId: "ws-will",
+      protocolVersion: 5,
+      will: { topic: "wills/ws", payload: "lost", qos: 0, retain: true },
+    });
+    let reason: number | undefined;
+    c.on("disconnect", (p) => (reason = p.reasonCode));
+    await b.stop();
+    stopped = true;
+    await waitFor(() => reason !== undefined, "DISCONNECT at the WebSocket client");
+    assert.equal(reason, 0x8b); // Server shutting down
+    assert.equal(b.broker.retained.get("wills/ws"), undefined);
+    c.end(true);
+  } finally {
+    if (!stopped) await b.stop();
+  }
+});
