@@ -17,7 +17,9 @@ import { createStore } from "../src/store/mod.ts";
 import type { Store } from "../src/store/store.ts";
 
 /** Nested partial of the config, for overrides. */
-export type ConfigOverrides = { [S in keyof Config]?: Config[S] extends unknown[] ? Config[S] : Partial<Config[S]> };
+export type ConfigOverrides = {
+  [S in keyof Config]?: Config[S] extends unknown[] ? Config[S] : Partial<Config[S]>;
+};
 
 /** A broker running inside the test process. */
 export interface TestBroker {
@@ -109,10 +111,12 @@ export class RawClient {
   /** Opens a socket and completes CONNECT / CONNACK. */
   static async connect(
     port: number,
-    opts: { clientId?: string; version?: ProtocolVersion; clean?: boolean; keepAlive?: number } & Record<
-      string,
-      unknown
-    > = {},
+    opts:
+      & { clientId?: string; version?: ProtocolVersion; clean?: boolean; keepAlive?: number }
+      & Record<
+        string,
+        unknown
+      > = {},
   ): Promise<RawClient> {
     const version = opts.version ?? 4;
     const c = await RawClient.open(port, version);
@@ -177,7 +181,13 @@ export class RawClient {
       if (i >= 0) return this.received.splice(i, 1)[0];
       if (this.closed) throw new Error(`connection closed while waiting for packet type ${type}`);
       const left = end - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for packet type ${type}; got ${JSON.stringify(this.received.map((p) => p.type))}`);
+      if (left <= 0) {
+        throw new Error(
+          `timed out waiting for packet type ${type}; got ${
+            JSON.stringify(this.received.map((p) => p.type))
+          }`,
+        );
+      }
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.#waiters.push(() => {
@@ -233,7 +243,9 @@ export function mqttEnd(client: mqtt.MqttClient, force = false): Promise<void> {
 }
 
 /** Collects messages of an MQTT.js client. */
-export function collect(client: mqtt.MqttClient): { topic: string; payload: string; packet: mqtt.IPublishPacket }[] {
+export function collect(
+  client: mqtt.MqttClient,
+): { topic: string; payload: string; packet: mqtt.IPublishPacket }[] {
   const out: { topic: string; payload: string; packet: mqtt.IPublishPacket }[] = [];
   client.on("message", (topic, payload, packet) => out.push({ topic, payload: payload.toString(), packet }));
   return out;
@@ -243,7 +255,6 @@ export function collect(client: mqtt.MqttClient): { topic: string; payload: stri
 export const te = (s: string): Uint8Array => new TextEncoder().encode(s);
 /** Bytes to text. */
 export const td = (b: Uint8Array): string => new TextDecoder().decode(b);
-
 
 /** A broker running as a child process (`deno run main.ts`), for crash and CLI tests. */
 export interface BrokerProcess {
@@ -262,7 +273,18 @@ export interface BrokerProcess {
 export async function spawnBroker(args: string[], timeoutMs = 20000): Promise<BrokerProcess> {
   const deno = Deno.execPath();
   const proc = new Deno.Command(deno, {
-    args: ["run", "-A", "main.ts", "--port", "0", "--metrics.enabled", "false", "--log-level", "info", ...args],
+    args: [
+      "run",
+      "-A",
+      "main.ts",
+      "--port",
+      "0",
+      "--metrics.enabled",
+      "false",
+      "--log-level",
+      "info",
+      ...args,
+    ],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

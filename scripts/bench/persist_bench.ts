@@ -110,6 +110,14 @@ interface Broker {
   proc: Deno.ChildProcess;
   port: number;
   log: () => string;
+  metricsUrl: string;
+}
+
+/** The store counters of a running broker, from its /metrics. */
+async function storeCounters(b: Broker): Promise<string> {
+  const text = await (await fetch(b.metricsUrl)).text();
+  return text.split("\n").filter((l) => /^mqtt_store_(commits_total|mutations_total)/.test(l))
+    .join(", ");
 }
 
 async function startBroker(backend: string, path: string): Promise<Broker> {
@@ -120,11 +128,12 @@ async function startBroker(backend: string, path: string): Promise<Broker> {
       Deno.execPath(),
       "run",
       "-A",
+      ...(Deno.env.get("BROKER_V8_FLAGS") ? [`--v8-flags=${Deno.env.get("BROKER_V8_FLAGS")}`] : []),
       "main.ts",
       "--port",
       "0",
-      "--metrics.enabled",
-      "false",
+      "--metrics.port",
+      "0",
       "--storage.backend",
       backend,
       "--storage.path",
@@ -149,7 +158,8 @@ async function startBroker(backend: string, path: string): Promise<Broker> {
   const end = Date.now() + 120_000;
   while (Date.now() < end) {
     const m = text.match(/listening type=mqtt address=[^ ]*:(\d+)\s/);
-    if (m) return { proc, port: Number(m[1]), log: () => text };
+    const metrics = text.match(/metrics url=(\S+)/);
+    if (m && metrics) return { proc, port: Number(m[1]), log: () => text, metricsUrl: metrics[1] };
     await new Promise((r) => setTimeout(r, 20));
   }
   proc.kill("SIGKILL");
@@ -165,7 +175,9 @@ async function stopBroker(b: Broker): Promise<void> {
   await b.proc.status;
 }
 
-async function qos1Persistent(backend: string): Promise<{ rate: number; acked: number; received: number }> {
+async function qos1Persistent(
+  backend: string,
+): Promise<{ rate: number; acked: number; received: number; store: string }> {
   const dir = await Deno.makeTempDir({ prefix: "persist-bench-" });
   const broker = await startBroker(backend, `${dir}/mqtt.db`);
   try {
@@ -225,7 +237,7 @@ async function qos1Persistent(backend: string): Promise<{ rate: number; acked: n
       await new Promise((r) => setTimeout(r, 500));
     }
     for (const c of [...pubs, sub]) c.close();
-    return { rate, acked, received };
+    return { rate, acked, received, store: await storeCounters(broker) };
   } finally {
     await stopBroker(broker);
     await Deno.remove(dir, { recursive: true });
@@ -301,12 +313,12 @@ async function restartTime(): Promise<{ fillSeconds: number; restoreMs: number; 
 
 if (import.meta.main) {
   const results: string[] = [];
-  for (const backend of ["memory", "kv"]) {
+  for (const backend of (args.get("backends") ?? "memory,kv").split(",")) {
     const r = await qos1Persistent(backend);
     const lost = r.acked - r.received;
     results.push(
       `QoS 1 into a persistent session, ${backend}: ${Math.round(r.rate)} PUBACKs/s, ` +
-        `${r.acked} acknowledged, ${r.received} delivered, ${Math.max(0, lost)} missing`,
+        `${r.acked} acknowledged, ${r.received} delivered, ${Math.max(0, lost)} missing; ${r.store}`,
     );
     console.log(results[results.length - 1]);
   }

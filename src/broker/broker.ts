@@ -19,7 +19,7 @@ import { encode } from "../mqtt/encode.ts";
 import { parseSharedFilter } from "../mqtt/topic.ts";
 import { ReasonCode } from "../mqtt/reason_codes.ts";
 import type { Packet } from "../mqtt/types.ts";
-import type { SessionRecord, Store, StoreOp, StoredMessage } from "../store/store.ts";
+import type { SessionRecord, Store, StoredMessage, StoreOp } from "../store/store.ts";
 import type { Transport } from "../transport/connection.ts";
 import { listen, type ListenerSpec } from "../transport/listeners.ts";
 import { Client } from "./client.ts";
@@ -144,7 +144,9 @@ export class Broker {
   }
 
   async #loadAuth(config: Config): Promise<void> {
-    this.passwords = config.auth.password_file ? await PasswordFile.load(config.auth.password_file) : undefined;
+    this.passwords = config.auth.password_file
+      ? await PasswordFile.load(config.auth.password_file)
+      : undefined;
     this.acl = config.auth.acl_file ? await Acl.load(config.auth.acl_file) : undefined;
   }
 
@@ -393,7 +395,9 @@ export class Broker {
       for (const entry of keep) session.enqueue(entry);
     }
     for (const entry of moved) {
-      if (session.persistent) this.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+      if (session.persistent) {
+        this.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+      }
       if (!deliverShared(this, entry.share!, entry.msg, session) && session.persistent) {
         // Nobody else can take it: keep it for this member.
         entry.state = "queued";
@@ -416,7 +420,9 @@ export class Broker {
     session.subscriptions.clear();
     session.inflight.clear();
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
-    if (session.persistent || !connectionEnded) this.persist({ op: "session.delete", clientId: session.clientId });
+    if (session.persistent || !connectionEnded) {
+      this.persist({ op: "session.delete", clientId: session.clientId });
+    }
   }
 
   /** Publishes a message originating in the broker ($SYS). */

@@ -162,7 +162,8 @@ export class Client {
       }
     }
     this.closeReason ||= `${reasonName(reasonCode)}: ${reason}`;
-    const routine = reasonCode === ReasonCode.ServerShuttingDown || reasonCode === ReasonCode.SessionTakenOver ||
+    const routine = reasonCode === ReasonCode.ServerShuttingDown ||
+      reasonCode === ReasonCode.SessionTakenOver ||
       reasonCode === ReasonCode.KeepAliveTimeout;
     this.broker.logger[routine ? "info" : "warn"]("disconnecting client", {
       client_id: this.clientId || undefined,

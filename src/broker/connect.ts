@@ -79,7 +79,11 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
   }
   if (version === 5 && props?.authenticationMethod !== undefined) {
     // No enhanced authentication method is configured (§4.12).
-    refuse(client, ReasonCode.BadAuthenticationMethod, `authentication method "${props.authenticationMethod}" is not supported`);
+    refuse(
+      client,
+      ReasonCode.BadAuthenticationMethod,
+      `authentication method "${props.authenticationMethod}" is not supported`,
+    );
     return;
   }
 
@@ -89,7 +93,13 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
     broker.metrics.authFailures++;
     await new Promise((resolve) => setTimeout(resolve, AUTH_FAILURE_DELAY_MS));
     if (client.isClosed) return;
-    refuse(client, authResult, authResult === ReasonCode.NotAuthorized ? "anonymous clients are not allowed" : "bad user name or password");
+    refuse(
+      client,
+      authResult,
+      authResult === ReasonCode.NotAuthorized
+        ? "anonymous clients are not allowed"
+        : "bad user name or password",
+    );
     return;
   }
   if (client.username === undefined) client.username = p.username;
@@ -118,7 +128,10 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
   // Takeover (§3.1.4-3): the existing connection with this client id is closed.
   const existing = broker.clients.get(client.clientId);
   if (existing !== undefined && existing !== client) {
-    broker.logger.info("session taken over", { client_id: client.clientId, old_addr: existing.transport.remoteAddr });
+    broker.logger.info("session taken over", {
+      client_id: client.clientId,
+      old_addr: existing.transport.remoteAddr,
+    });
     existing.disconnect(ReasonCode.SessionTakenOver, "another connection took over the session");
   }
 
@@ -151,7 +164,10 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
     try {
       await broker.store.flush();
     } catch (err) {
-      broker.logger.error("store commit failed during CONNECT", { client_id: client.clientId, error: String(err) });
+      broker.logger.error("store commit failed during CONNECT", {
+        client_id: client.clientId,
+        error: String(err),
+      });
       client.disconnect(ReasonCode.UnspecifiedError, "store failure");
       return;
     }
@@ -204,7 +220,10 @@ export function handleDisconnect(broker: Broker, client: Client, p: DisconnectPa
   if (client.version === 5 && newExpiry !== undefined) {
     if (session.expiryInterval === 0 && newExpiry > 0) {
       // §3.14.2.2.2: a session that was to end cannot be extended at disconnect.
-      client.disconnect(ReasonCode.ProtocolError, "session expiry interval cannot be set at disconnect when it was 0");
+      client.disconnect(
+        ReasonCode.ProtocolError,
+        "session expiry interval cannot be set at disconnect when it was 0",
+      );
       return;
     }
     session.expiryInterval = Math.min(newExpiry, broker.config.server.max_session_expiry);

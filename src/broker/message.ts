@@ -51,7 +51,13 @@ export function forwardableProperties(props: Properties | undefined): Properties
   return out;
 }
 
-function buildPacket(msg: Message, version: 3 | 4 | 5, qos: QoS, retain: boolean, now: number): PublishPacket {
+function buildPacket(
+  msg: Message,
+  version: 3 | 4 | 5,
+  qos: QoS,
+  retain: boolean,
+  now: number,
+): PublishPacket {
   const packet: PublishPacket = {
     type: 3,
     topic: msg.topic,
@@ -76,8 +82,16 @@ function buildPacket(msg: Message, version: 3 | 4 | 5, qos: QoS, retain: boolean
  * The encoded PUBLISH for a delivery without per-subscriber extras, cached on the message. The packet id
  * (if any) is a placeholder: write it with `Transport.writeWithPacketId` at {@link packetIdOffset}.
  */
-export function encodeShared(msg: Message, version: 3 | 4 | 5, qos: QoS, retain: boolean, now: number): Uint8Array {
-  if (msg.expiresAt !== undefined && version === 5) return encodePublish(buildPacket(msg, 5, qos, retain, now), 5);
+export function encodeShared(
+  msg: Message,
+  version: 3 | 4 | 5,
+  qos: QoS,
+  retain: boolean,
+  now: number,
+): Uint8Array {
+  if (msg.expiresAt !== undefined && version === 5) {
+    return encodePublish(buildPacket(msg, 5, qos, retain, now), 5);
+  }
   const slot = (version === 5 ? 6 : 0) + qos * 2 + (retain ? 1 : 0);
   const cache = msg.encoded ??= [];
   let bytes = cache[slot];

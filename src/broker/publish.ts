@@ -40,7 +40,13 @@ function shortAck(type: number, packetId: number): Uint8Array {
 }
 
 /** Sends an ack, with an MQTT 5 reason code when it is not success; after commit when needed. */
-function ack(broker: Broker, client: Client, type: 4 | 5 | 6 | 7, packetId: number, reasonCode: number): void {
+function ack(
+  broker: Broker,
+  client: Client,
+  type: 4 | 5 | 6 | 7,
+  packetId: number,
+  reasonCode: number,
+): void {
   const bytes = client.version === 5 && reasonCode !== 0
     ? broker.encodeFor(client, { type, packetId, reasonCode } as AckPacket)
     : shortAck(type, packetId);
@@ -62,7 +68,10 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
   if (client.version === 5 && props !== undefined && props.topicAlias !== undefined) {
     const alias = props.topicAlias;
     if (alias === 0 || alias > config.server.topic_alias_maximum) {
-      client.disconnect(ReasonCode.TopicAliasInvalid, `topic alias ${alias} is outside 1..${config.server.topic_alias_maximum}`);
+      client.disconnect(
+        ReasonCode.TopicAliasInvalid,
+        `topic alias ${alias} is outside 1..${config.server.topic_alias_maximum}`,
+      );
       return;
     }
     if (topic.length === 0) {
@@ -97,7 +106,10 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
   }
   // Receive Maximum exists in MQTT 5 only (§3.3.4); 3.1.1 clients are bounded by their packet ids.
   if (qos > 0 && ++client.inboundUnacked > broker.receiveMaximum && client.version === 5) {
-    client.disconnect(ReasonCode.ReceiveMaximumExceeded, `more than ${broker.receiveMaximum} unacknowledged publishes`);
+    client.disconnect(
+      ReasonCode.ReceiveMaximumExceeded,
+      `more than ${broker.receiveMaximum} unacknowledged publishes`,
+    );
     return;
   }
 
@@ -108,7 +120,10 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
     reasonCode = ReasonCode.NotAuthorized;
   } else if (client.version === 5 && props?.payloadFormatIndicator === 1 && !isValidUtf8(p.payload)) {
     if (qos === 0) {
-      client.disconnect(ReasonCode.PayloadFormatInvalid, "payload is not valid UTF-8 but Payload Format Indicator is 1");
+      client.disconnect(
+        ReasonCode.PayloadFormatInvalid,
+        "payload is not valid UTF-8 but Payload Format Indicator is 1",
+      );
       return;
     }
     reasonCode = ReasonCode.PayloadFormatInvalid;
@@ -162,7 +177,9 @@ export function handlePubrel(broker: Broker, client: Client, p: AckPacket): void
   const session = client.session!;
   if (session.incoming.delete(p.packetId)) {
     client.inboundUnacked = Math.max(0, client.inboundUnacked - 1);
-    if (session.persistent) broker.persist({ op: "incoming.delete", clientId: session.clientId, packetId: p.packetId });
+    if (session.persistent) {
+      broker.persist({ op: "incoming.delete", clientId: session.clientId, packetId: p.packetId });
+    }
     ack(broker, client, 7, p.packetId, 0);
   } else {
     ack(broker, client, 7, p.packetId, ReasonCode.PacketIdentifierNotFound);
@@ -175,7 +192,9 @@ export function handlePuback(broker: Broker, client: Client, p: AckPacket): void
   const entry = session.inflight.get(p.packetId);
   if (entry === undefined || entry.qos !== 1) return; // unknown id: nothing to release (§4.3.2)
   session.inflight.delete(p.packetId);
-  if (session.persistent) broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+  if (session.persistent) {
+    broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+  }
   if (session.queueHead < session.queue.length) pump(broker, session);
 }
 
@@ -190,7 +209,9 @@ export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void
   if ((p.reasonCode ?? 0) >= 0x80) {
     // The receiver refused the message: the exchange ends here (§4.3.3).
     session.inflight.delete(p.packetId);
-    if (session.persistent) broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+    if (session.persistent) {
+      broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+    }
     pump(broker, session);
     return;
   }
@@ -207,6 +228,8 @@ export function handlePubcomp(broker: Broker, client: Client, p: AckPacket): voi
   const entry = session.inflight.get(p.packetId);
   if (entry === undefined || entry.state !== "pubrel") return;
   session.inflight.delete(p.packetId);
-  if (session.persistent) broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+  if (session.persistent) {
+    broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+  }
   if (session.queueHead < session.queue.length) pump(broker, session);
 }

@@ -92,7 +92,12 @@ export function route(broker: Broker, msg: Message): boolean {
  * One member of a shared group gets the message: round robin over the members, preferring connected
  * clients with room in their window, then connected ones, then offline persistent sessions.
  */
-export function deliverShared(broker: Broker, group: SharedGroup<Session>, msg: Message, exclude?: Session): boolean {
+export function deliverShared(
+  broker: Broker,
+  group: SharedGroup<Session>,
+  msg: Message,
+  exclude?: Session,
+): boolean {
   const members = group.members;
   const count = members.length;
   if (count === 0) return false;
@@ -102,7 +107,9 @@ export function deliverShared(broker: Broker, group: SharedGroup<Session>, msg: 
     const i = (group.next + k) % count;
     const { subscriber: session } = members[i];
     if (session === exclude) continue;
-    if (broker.acl !== undefined && !broker.acl.canRead(session.username, session.clientId, msg.topic)) continue;
+    if (broker.acl !== undefined && !broker.acl.canRead(session.username, session.clientId, msg.topic)) {
+      continue;
+    }
     const client = session.client;
     if (client) {
       if (session.inflight.size < client.sendQuota && session.queuedCount === 0) {
@@ -194,10 +201,27 @@ export function deliver(
 }
 
 /** Moves an entry into the in-flight window and sends it. */
-function startSending(broker: Broker, session: Session, client: Client, entry: OutEntry, fromQueue: boolean): void {
+function startSending(
+  broker: Broker,
+  session: Session,
+  client: Client,
+  entry: OutEntry,
+  fromQueue: boolean,
+): void {
   entry.packetId = session.allocatePacketId();
   entry.state = "publish";
-  if (!sendPublish(broker, client, entry.msg, entry.qos, entry.retain, entry.subscriptionIds, entry.packetId, false)) {
+  if (
+    !sendPublish(
+      broker,
+      client,
+      entry.msg,
+      entry.qos,
+      entry.retain,
+      entry.subscriptionIds,
+      entry.packetId,
+      false,
+    )
+  ) {
     // Too large for this client: treated as delivered (§3.1.2.11.4).
     if (fromQueue && session.persistent) {
       broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
@@ -205,7 +229,12 @@ function startSending(broker: Broker, session: Session, client: Client, entry: O
     return;
   }
   session.inflight.set(entry.packetId, entry);
-  if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
+  // A QoS 1 message moving from the queue into flight keeps its stored "queued" record: after a crash it is
+  // resent with a new packet id, which at-least-once allows, and one write per message is saved. QoS 2
+  // must keep its packet id across a restart (exactly once, §4.3.3), so its state change is stored.
+  if (session.persistent && (!fromQueue || entry.qos === 2)) {
+    broker.persist({ op: "outbound.put", record: session.record(entry) });
+  }
 }
 
 /** Sends queued messages while the client's window has room (after an ack or a reconnect). */
@@ -219,7 +248,9 @@ export function pump(broker: Broker, session: Session): void {
     if (entry.msg.expiresAt !== undefined && entry.msg.expiresAt <= now) {
       // §3.3.2.3.3: an expired message is not delivered.
       broker.metrics.dropped.expired++;
-      if (session.persistent) broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+      if (session.persistent) {
+        broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+      }
       continue;
     }
     startSending(broker, session, client, entry, true);
@@ -234,7 +265,16 @@ export function resendInflight(broker: Broker, session: Session, client: Client)
     if (entry.state === "pubrel") {
       client.send({ type: 6, packetId: entry.packetId });
     } else {
-      sendPublish(broker, client, entry.msg, entry.qos, entry.retain, entry.subscriptionIds, entry.packetId, true);
+      sendPublish(
+        broker,
+        client,
+        entry.msg,
+        entry.qos,
+        entry.retain,
+        entry.subscriptionIds,
+        entry.packetId,
+        true,
+      );
     }
   }
 }

@@ -67,7 +67,11 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
   }
 }
 
-function sendRetained(broker: Broker, client: Client, list: { sub: SubscriptionRecord; filter: string }[]): void {
+function sendRetained(
+  broker: Broker,
+  client: Client,
+  list: { sub: SubscriptionRecord; filter: string }[],
+): void {
   const session = client.session;
   if (session === undefined || session.client !== client) return;
   const now = Date.now();
@@ -78,7 +82,14 @@ function sendRetained(broker: Broker, client: Client, list: { sub: SubscriptionR
       if (acl !== undefined && !acl.canRead(client.username, client.clientId, msg.topic)) return;
       const qos = (msg.qos < sub.qos ? msg.qos : sub.qos) as QoS;
       // Retained messages sent because of a new subscription carry RETAIN 1 (§3.3.1.3).
-      deliver(broker, session, msg, qos, true, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
+      deliver(
+        broker,
+        session,
+        msg,
+        qos,
+        true,
+        sub.subscriptionId === undefined ? undefined : [sub.subscriptionId],
+      );
     });
   }
 }

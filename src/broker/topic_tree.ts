@@ -150,7 +150,7 @@ export class TopicTree<S> {
         out.subs.push(sub);
       }
     }
-    if (node.shared) for (const group of node.shared.values()) out.shared.push(group);
+    if (node.shared) { for (const group of node.shared.values()) out.shared.push(group); }
   }
 
   #walk(node: Node<S>, levels: string[], i: number, out: MatchResult<S>): void {

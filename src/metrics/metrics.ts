@@ -130,6 +130,11 @@ const M = {
     help: "CONNECT attempts refused for a bad username or password or as not authorized.",
   },
   storeCommits: { name: "mqtt_store_commits_total", type: "counter", help: "Store commits." },
+  storeMutations: {
+    name: "mqtt_store_mutations_total",
+    type: "counter",
+    help: "Keys written or deleted by store commits (after collapsing writes that cancel out).",
+  },
   storeCommitFailures: {
     name: "mqtt_store_commit_failures_total",
     type: "counter",
@@ -277,6 +282,7 @@ export function renderPrometheus(m: BrokerMetrics, g: GaugeSource, store?: Store
   labelled(out, M.messagesDropped, "reason", DROP_REASONS.map((r) => [r, m.dropped[r]]));
   single(out, M.authFailures, m.authFailures);
   single(out, M.storeCommits, store?.commits ?? 0);
+  single(out, M.storeMutations, store?.mutations ?? 0);
   single(out, M.storeCommitFailures, store?.failures ?? 0);
 
   const h = M.storeCommitDuration;

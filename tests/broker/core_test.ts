@@ -77,7 +77,21 @@ Deno.test({
   const b = await startBroker();
   try {
     const sub = new Deno.Command("mosquitto_sub", {
-      args: ["-h", "127.0.0.1", "-p", String(b.port), "-t", "sensors/#", "-q", "1", "-C", "2", "-v", "-W", "10"],
+      args: [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(b.port),
+        "-t",
+        "sensors/#",
+        "-q",
+        "1",
+        "-C",
+        "2",
+        "-v",
+        "-W",
+        "10",
+      ],
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -248,7 +262,13 @@ Deno.test("unacknowledged QoS 1 is redelivered with DUP on reconnect", async () 
     sub.send({
       type: 8,
       packetId: 1,
-      subscriptions: [{ topicFilter: "d", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+      subscriptions: [{
+        topicFilter: "d",
+        qos: 1,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
     });
     await sub.expect(9);
     const pub = await mqttConnect(b.url);
@@ -257,7 +277,14 @@ Deno.test("unacknowledged QoS 1 is redelivered with DUP on reconnect", async () 
     assert.equal(first.dup, false);
     await sub.close(); // no PUBACK
     const again = await RawClient.open(b.port);
-    again.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: false, keepAlive: 30, clientId: "dup-1" });
+    again.send({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 4,
+      clean: false,
+      keepAlive: 30,
+      clientId: "dup-1",
+    });
     const connack = await again.expect(2) as { sessionPresent: boolean };
     assert.equal(connack.sessionPresent, true);
     const redelivered = await again.expect(3) as PublishPacket;
@@ -280,7 +307,15 @@ Deno.test("QoS 2 inbound is exactly once: a resent PUBLISH with the same id is n
     const got = collect(sub);
     await sub.subscribeAsync("e/1", { qos: 2 });
     const pub = await RawClient.connect(b.port);
-    const msg = { type: 3, topic: "e/1", payload: te("once"), qos: 2, retain: false, dup: false, packetId: 9 } as const;
+    const msg = {
+      type: 3,
+      topic: "e/1",
+      payload: te("once"),
+      qos: 2,
+      retain: false,
+      dup: false,
+      packetId: 9,
+    } as const;
     pub.send(msg);
     await pub.expect(5);
     pub.send({ ...msg, dup: true });
@@ -365,7 +400,14 @@ Deno.test("client id rules: empty id needs clean session (3.1.1 return code 2)",
   const b = await startBroker();
   try {
     const refused = await RawClient.open(b.port);
-    refused.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: false, keepAlive: 10, clientId: "" });
+    refused.send({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 4,
+      clean: false,
+      keepAlive: 10,
+      clientId: "",
+    });
     const ack = await refused.expect(2) as { reasonCode: number };
     assert.equal(ack.reasonCode, 2);
     await refused.expectClosed();
@@ -385,7 +427,13 @@ Deno.test("MQTT 3.1 (MQIsdp, level 3) clients connect and exchange messages", as
     sub.send({
       type: 8,
       packetId: 1,
-      subscriptions: [{ topicFilter: "v3", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+      subscriptions: [{
+        topicFilter: "v3",
+        qos: 1,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
     });
     await sub.expect(9);
     const pub = await mqttConnect(b.url, { protocolVersion: 3, protocolId: "MQIsdp" });
@@ -405,7 +453,14 @@ Deno.test("max_clients: the next client gets CONNACK server unavailable", async 
     const a = await RawClient.connect(b.port);
     const c = await RawClient.connect(b.port);
     const third = await RawClient.open(b.port);
-    third.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: true, keepAlive: 10, clientId: "third" });
+    third.send({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 4,
+      clean: true,
+      keepAlive: 10,
+      clientId: "third",
+    });
     const ack = await third.expect(2) as { reasonCode: number };
     assert.equal(ack.reasonCode, 3);
     await third.expectClosed();

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { RawClient, startBroker, type TestBroker, te } from "../helpers.ts";
+import { RawClient, startBroker, te, type TestBroker } from "../helpers.ts";
 
 /** A healthy client must still get service after each violation. */
 async function assertStillServing(b: TestBroker): Promise<void> {
@@ -12,7 +12,13 @@ async function assertStillServing(b: TestBroker): Promise<void> {
   c.send({
     type: 8,
     packetId: 1,
-    subscriptions: [{ topicFilter: "health", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+    subscriptions: [{
+      topicFilter: "health",
+      qos: 1,
+      noLocal: false,
+      retainAsPublished: false,
+      retainHandling: 0,
+    }],
   });
   await c.expect(9);
   c.send({ type: 3, topic: "health", payload: te("ok"), qos: 1, retain: false, dup: false, packetId: 2 });
@@ -21,18 +27,77 @@ async function assertStillServing(b: TestBroker): Promise<void> {
   await c.close();
 }
 
-const CONNECT_311 = [0x10, 0x10, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x04, 0x72, 0x61, 0x77, 0x31];
+const CONNECT_311 = [
+  0x10,
+  0x10,
+  0x00,
+  0x04,
+  0x4d,
+  0x51,
+  0x54,
+  0x54,
+  0x04,
+  0x02,
+  0x00,
+  0x3c,
+  0x00,
+  0x04,
+  0x72,
+  0x61,
+  0x77,
+  0x31,
+];
 
 const violations: { name: string; bytes: number[]; afterConnect: boolean; log: RegExp }[] = [
   { name: "second CONNECT", bytes: CONNECT_311, afterConnect: true, log: /second CONNECT/ },
-  { name: "PUBLISH before CONNECT", bytes: [0x30, 0x03, 0x00, 0x01, 0x61], afterConnect: false, log: /first packet must be CONNECT/ },
-  { name: "reserved packet type 0", bytes: [0x00, 0x00], afterConnect: true, log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/ },
-  { name: "SUBSCRIBE with wrong fixed-header flags", bytes: [0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 0x61, 0x00], afterConnect: true, log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/ },
-  { name: "PUBLISH with QoS 3", bytes: [0x36, 0x05, 0x00, 0x01, 0x61, 0x00, 0x01], afterConnect: true, log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/ },
-  { name: "remaining length longer than 4 bytes", bytes: [0x30, 0xff, 0xff, 0xff, 0xff, 0x01], afterConnect: true, log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/ },
-  { name: "PINGREQ with a body (wrong remaining length)", bytes: [0xc0, 0x01, 0x00], afterConnect: true, log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/ },
-  { name: "PUBLISH topic with a wildcard", bytes: [0x30, 0x04, 0x00, 0x02, 0x61, 0x23], afterConnect: true, log: /TopicNameInvalid/ },
-  { name: "PUBACK with truncated packet id, then close", bytes: [0x40, 0x01, 0x00], afterConnect: true, log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/ },
+  {
+    name: "PUBLISH before CONNECT",
+    bytes: [0x30, 0x03, 0x00, 0x01, 0x61],
+    afterConnect: false,
+    log: /first packet must be CONNECT/,
+  },
+  {
+    name: "reserved packet type 0",
+    bytes: [0x00, 0x00],
+    afterConnect: true,
+    log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/,
+  },
+  {
+    name: "SUBSCRIBE with wrong fixed-header flags",
+    bytes: [0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 0x61, 0x00],
+    afterConnect: true,
+    log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/,
+  },
+  {
+    name: "PUBLISH with QoS 3",
+    bytes: [0x36, 0x05, 0x00, 0x01, 0x61, 0x00, 0x01],
+    afterConnect: true,
+    log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/,
+  },
+  {
+    name: "remaining length longer than 4 bytes",
+    bytes: [0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+    afterConnect: true,
+    log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/,
+  },
+  {
+    name: "PINGREQ with a body (wrong remaining length)",
+    bytes: [0xc0, 0x01, 0x00],
+    afterConnect: true,
+    log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/,
+  },
+  {
+    name: "PUBLISH topic with a wildcard",
+    bytes: [0x30, 0x04, 0x00, 0x02, 0x61, 0x23],
+    afterConnect: true,
+    log: /TopicNameInvalid/,
+  },
+  {
+    name: "PUBACK with truncated packet id, then close",
+    bytes: [0x40, 0x01, 0x00],
+    afterConnect: true,
+    log: /disconnecting client .*reason=(MalformedPacket|ProtocolError)/,
+  },
 ];
 
 for (const v of violations) {

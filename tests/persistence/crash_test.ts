@@ -10,20 +10,43 @@ import { delay, RawClient, spawnBroker, td, te, waitFor } from "../helpers.ts";
 
 async function crashRun(qos: QoS): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "mqtt-crash-" });
-  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`, "--qos.max_qos", "2", "--server.max_queued_messages", "50000"];
+  const store = [
+    "--storage.backend",
+    "kv",
+    "--storage.path",
+    `${dir}/mqtt.db`,
+    "--qos.max_qos",
+    "2",
+    "--server.max_queued_messages",
+    "50000",
+  ];
   let broker = await spawnBroker(store);
   try {
     const sub = await RawClient.connect(broker.port, { clientId: "crash-sub", clean: false });
     sub.send({
       type: 8,
       packetId: 1,
-      subscriptions: [{ topicFilter: "crash/#", qos, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+      subscriptions: [{
+        topicFilter: "crash/#",
+        qos,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
     });
     await sub.expect(9);
     await sub.close();
 
     const pub = await RawClient.connect(broker.port, { clientId: "crash-pub" });
-    pub.send({ type: 3, topic: "crash/retained", payload: te("kept"), qos: 1, retain: true, dup: false, packetId: 1 });
+    pub.send({
+      type: 3,
+      topic: "crash/retained",
+      payload: te("kept"),
+      qos: 1,
+      retain: true,
+      dup: false,
+      packetId: 1,
+    });
     await pub.expect(4);
     // Stream publishes without waiting; kill the broker once a good number are acknowledged.
     const total = 20000;
@@ -40,27 +63,40 @@ async function crashRun(qos: QoS): Promise<void> {
       });
     }
     let acks = 0;
-    await waitFor(() => {
-      // Complete QoS 2 exchanges like a real client: PUBREL for each PUBREC.
-      for (const p of pub.received) {
-        if (p.type === 5 && !(p as { seen?: boolean }).seen) {
-          (p as { seen?: boolean }).seen = true;
-          pub.send({ type: 6, packetId: (p as { packetId: number }).packetId });
+    await waitFor(
+      () => {
+        // Complete QoS 2 exchanges like a real client: PUBREL for each PUBREC.
+        for (const p of pub.received) {
+          if (p.type === 5 && !(p as { seen?: boolean }).seen) {
+            (p as { seen?: boolean }).seen = true;
+            pub.send({ type: 6, packetId: (p as { packetId: number }).packetId });
+          }
         }
-      }
-      acks = pub.received.filter((p) => p.type === ackType).length;
-      return acks >= 500;
-    }, "500 acks", 20000);
+        acks = pub.received.filter((p) => p.type === ackType).length;
+        return acks >= 500;
+      },
+      "500 acks",
+      20000,
+    );
     await broker.kill();
     await delay(50);
-    const acked = new Set(pub.received.filter((p) => p.type === ackType).map((p) => (p as { packetId: number }).packetId - 2));
+    const acked = new Set(
+      pub.received.filter((p) => p.type === ackType).map((p) => (p as { packetId: number }).packetId - 2),
+    );
     await pub.close();
     assert.ok(acked.size >= 500 && acked.size < total, `killed mid-stream: ${acked.size} of ${total} acked`);
 
     broker = await spawnBroker(store);
     assert.match(broker.stderr(), /store restored .*sessions=1 retained=1/);
     const again = await RawClient.open(broker.port);
-    again.send({ type: 1, protocolName: "MQTT", protocolVersion: 4, clean: false, keepAlive: 30, clientId: "crash-sub" });
+    again.send({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 4,
+      clean: false,
+      keepAlive: 30,
+      clientId: "crash-sub",
+    });
     const connack = await again.expect(2) as ConnackPacket;
     assert.equal(connack.sessionPresent, true);
     const got: string[] = [];
@@ -86,7 +122,13 @@ async function crashRun(qos: QoS): Promise<void> {
     assert.ok(got.includes(`m${maxAcked}`), "the last acknowledged message arrived");
     const numbers = got.map((s) => Number(s.slice(1)));
     const missing = [...acked].filter((n) => !numbers.includes(n));
-    assert.deepEqual(missing, [], `acknowledged messages lost (got ${numbers.length}, acked ${acked.size}, first got ${numbers.slice(0, 5)})`);
+    assert.deepEqual(
+      missing,
+      [],
+      `acknowledged messages lost (got ${numbers.length}, acked ${acked.size}, first got ${
+        numbers.slice(0, 5)
+      })`,
+    );
     for (let i = 1; i < numbers.length; i++) assert.ok(numbers[i] > numbers[i - 1], `order broken at ${i}`);
     assert.equal(new Set(numbers).size, numbers.length, "duplicates delivered");
     // Retained and subscription are back.
@@ -94,7 +136,13 @@ async function crashRun(qos: QoS): Promise<void> {
       type: 8,
       packetId: 3,
       subscriptions: [
-        { topicFilter: "crash/retained", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 },
+        {
+          topicFilter: "crash/retained",
+          qos: 1,
+          noLocal: false,
+          retainAsPublished: false,
+          retainHandling: 0,
+        },
       ],
     });
     await again.expect(9);
@@ -110,7 +158,8 @@ async function crashRun(qos: QoS): Promise<void> {
 
 Deno.test("SIGKILL during a QoS 1 stream loses no acknowledged message", () => crashRun(1));
 
-Deno.test("SIGKILL during a QoS 2 stream loses nothing acknowledged and delivers no duplicates", () => crashRun(2));
+Deno.test("SIGKILL during a QoS 2 stream loses nothing acknowledged and delivers no duplicates", () =>
+  crashRun(2));
 
 Deno.test("a database locked by another running broker is a clear start-up error", async () => {
   const dir = await Deno.makeTempDir({ prefix: "mqtt-lock-" });
