@@ -124,6 +124,7 @@ Deno.test("the metric table lists every required name once with its type", () =>
     mqtt_messages_dropped_total: "counter",
     mqtt_auth_failures_total: "counter",
     mqtt_store_commits_total: "counter",
+    mqtt_store_mutations_total: "counter",
     mqtt_store_commit_failures_total: "counter",
     mqtt_store_commit_duration_seconds: "histogram",
     process_resident_memory_bytes: "gauge",
@@ -218,6 +219,7 @@ Deno.test("store latencies are drained into a cumulative histogram", () => {
   const first = parseExposition(renderPrometheus(m, gauges(), stats));
   assert.equal(stats.latencies.length, 0, "latencies are drained");
   assert.equal(value(first, "mqtt_store_commits_total"), 4);
+  assert.equal(value(first, "mqtt_store_mutations_total"), 10);
   assert.equal(value(first, "mqtt_store_commit_failures_total"), 1);
 
   const buckets = first.get("mqtt_store_commit_duration_seconds")!.samples.filter((s) =>
