@@ -16,6 +16,7 @@ import type { Logger } from "../log.ts";
 import { BrokerMetrics, renderPrometheus } from "../metrics/metrics.ts";
 import { startMetricsServer } from "../metrics/server.ts";
 import { encode } from "../mqtt/encode.ts";
+import { ownCopy } from "../mqtt/slab.ts";
 import { parseSharedFilter } from "../mqtt/topic.ts";
 import { ReasonCode } from "../mqtt/reason_codes.ts";
 import type { Packet } from "../mqtt/types.ts";
@@ -324,7 +325,7 @@ export class Broker {
     }
     const stored: StoredMessage = {
       topic: msg.topic,
-      payload: msg.payload,
+      payload: ownCopy(msg.payload), // kept long: must not pin the codec's slab
       qos: msg.qos,
       retain: true,
       properties: msg.properties,

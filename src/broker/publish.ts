@@ -10,6 +10,7 @@
  */
 
 import { ReasonCode } from "../mqtt/reason_codes.ts";
+import { slabAlloc } from "../mqtt/slab.ts";
 import { isValidTopicName } from "../mqtt/topic.ts";
 import type { AckPacket, PublishPacket } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
@@ -31,7 +32,7 @@ function isValidUtf8(payload: Uint8Array): boolean {
 
 /** Encodes a 4-byte ack (PUBACK/PUBREC/PUBREL/PUBCOMP) with no reason code. */
 function shortAck(type: number, packetId: number): Uint8Array {
-  const b = new Uint8Array(4);
+  const b = slabAlloc(4);
   b[0] = (type << 4) | (type === 6 ? 0x02 : 0);
   b[1] = 2;
   b[2] = packetId >> 8;

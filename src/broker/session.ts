@@ -45,8 +45,11 @@ export class Session {
   queuedBytes = 0;
   /** Inbound QoS 2 packet ids whose PUBREC was sent, awaiting PUBREL (§4.3.3). */
   readonly incoming = new Set<number>();
-  /** Next outbound sequence number (orders records in the store). */
-  seq = 0;
+  /**
+   * Next outbound sequence number (orders records in the store). It starts from the clock (microseconds)
+   * so numbers never repeat across restarts, even after the records that held the highest ones are gone.
+   */
+  seq = Date.now() * 1000;
   #nextPacketId = 1;
   /** Seconds after disconnect the session survives; 0 = ends with the connection. */
   expiryInterval = 0;

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { slabAlloc } from "./slab.ts";
 import { malformed, MqttError, protocolError } from "./errors.ts";
 import { propertiesLength, variableByteIntegerLength, writeProperties, writeVbi } from "./properties.ts";
 import { ReasonCode } from "./reason_codes.ts";
@@ -96,7 +97,7 @@ function writeBinary(buf: Uint8Array, pos: number, b: Uint8Array): number {
 
 /** Allocates the packet and writes its fixed header; returns the buffer (the body starts after the header). */
 function allocate(firstByte: number, remaining: number): Uint8Array {
-  const buf = new Uint8Array(1 + variableByteIntegerLength(remaining) + remaining);
+  const buf = slabAlloc(1 + variableByteIntegerLength(remaining) + remaining);
   buf[0] = firstByte;
   writeVbi(buf, 1, remaining);
   return buf;

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { slabCopy } from "./slab.ts";
 import { malformed } from "./errors.ts";
 import { decodeUtf8 } from "./utf8.ts";
 
@@ -110,12 +111,12 @@ export class Reader {
       throw malformed(`${what} declares ${len} bytes but only ${this.end - p} remain in the packet`);
     }
     this.pos = p + len;
-    return this.buf.slice(p, p + len);
+    return slabCopy(this.buf, p, p + len);
   }
 
   /** The rest of the packet, copied (a PUBLISH payload or a 3.1 password). */
   rest(): Uint8Array {
-    const out = this.buf.slice(this.pos, this.end);
+    const out = slabCopy(this.buf, this.pos, this.end);
     this.pos = this.end;
     return out;
   }

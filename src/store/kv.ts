@@ -14,6 +14,14 @@
  * it knows to be in the database (filled by `load()`, or empty for a new database). Until it knows, and
  * after a failed commit, it assumes every key may exist and always writes the delete.
  *
+ * Packs: a message queued for a session costs a put now and a delete when it is acknowledged, usually in a
+ * later batch. To keep that from costing two mutations per message, new outbound records of one client
+ * that arrive in one batch are written together as one value (a pack, bucket "p"); deleting one of them
+ * only adds its sequence number to the client's tombstone list (bucket "t", one value per client, rewritten
+ * at most once per batch), and the pack key is deleted when its last record goes. A record whose state
+ * changes later (QoS 2 PUBREC -> "pubrel") moves to its own key and is tombstoned in its pack. So a busy
+ * session costs a few mutations per batch instead of two per message.
+ *
  * Key layout and chunking: see `kv_layout.ts`. Record encoding: see `record_codec.ts`.
  *
  * @module
@@ -48,7 +56,7 @@ import {
   encodeSession,
   TAG_CHUNKED,
 } from "./record_codec.ts";
-import type { RestoredState, Store, StoreOp, StoreStats } from "./store.ts";
+import type { OutboundRecord, RestoredState, Store, StoreOp, StoreStats } from "./store.ts";
 import { StoreError } from "./store.ts";
 import { validateOp } from "./validate.ts";
 
@@ -82,6 +90,10 @@ interface Batch {
   owned: Map<string, string[]>;
   /** Clients whose session was deleted: their committed keys are listed and deleted at commit time. */
   sessionDeletes: Map<string, NamePart>;
+  /** New outbound records per client (owner id) in this batch, to be written as one pack. */
+  pending: Map<string, { part: NamePart; records: Map<number, Uint8Array> }>;
+  /** Clients whose tombstone list changed in this batch. */
+  tombDirty: Set<string>;
   ops: number;
   promise: Promise<void>;
   resolve: () => void;
@@ -131,6 +143,8 @@ export class KvStore implements Store {
   #known = new Map<string, Set<string>>();
   /** Chunked records in the database once sealed batches commit: entry id -> chunk count. */
   #chunked = new Map<string, number>();
+  /** Packs of outbound records per client (owner id), as the database holds them once sealed batches commit. */
+  #packs = new Map<string, PackState>();
 
   constructor(options: KvStoreOptions) {
     this.#path = options.path;
@@ -230,6 +244,50 @@ export class KvStore implements Store {
       state.incoming.push({ clientId: decodeIncoming(v), packetId: key[2] as number });
       remember(key, Bucket.incoming + String(key[2]));
     });
+    // Packs and tombstones: a packed record is live unless its seq is tombstoned or it moved to its own key.
+    const packs = new Map<string, PackState>();
+    const packRecords: { owner: string; id: number; records: OutboundRecord[] }[] = [];
+    await read(Bucket.pack, 3, (key, v) => {
+      const part = key[1] as NamePart;
+      const owner = namePartId(part);
+      const id = key[2] as number;
+      let ps = packs.get(owner);
+      if (ps === undefined) packs.set(owner, ps = newPackState(part));
+      if (id >= ps.nextId) ps.nextId = id + 1;
+      packRecords.push({ owner, id, records: decodePack(v).map(decodeOutbound) });
+      remember(key, Bucket.pack + id);
+    });
+    const tombs = new Map<string, Set<number>>();
+    await read(Bucket.tomb, 2, (key, v) => {
+      tombs.set(namePartId(key[1] as NamePart), new Set(decodeSeqs(v)));
+      remember(key, Bucket.tomb);
+    });
+    await read(Bucket.looseTomb, 3, (key) => {
+      const owner = namePartId(key[1] as NamePart);
+      let set = tombs.get(owner);
+      if (set === undefined) tombs.set(owner, set = new Set());
+      set.add(key[2] as number);
+      remember(key, Bucket.looseTomb + String(key[2]));
+    });
+    const individual = new Set(state.outbound.map((r) => r.clientId + "\0" + r.seq));
+    for (const { owner, id, records } of packRecords) {
+      const ps = packs.get(owner)!;
+      const tomb = tombs.get(owner);
+      const live = new Set<number>();
+      for (const r of records) {
+        if (tomb?.has(r.seq) || individual.has(r.clientId + "\0" + r.seq)) continue;
+        live.add(r.seq);
+        state.outbound.push(r);
+      }
+      const seqs = records.map((r) => r.seq);
+      if (live.size === 0) {
+        garbage.push([Bucket.pack, ps.part, id]);
+        continue;
+      }
+      ps.packs.set(id, { seqs, live });
+      for (const seq of live) ps.seqPack.set(seq, id);
+      for (const seq of seqs) if (!live.has(seq)) ps.tomb.add(seq);
+    }
     // Hashed client ids do not sort by the id itself.
     state.outbound.sort(compareOutbound);
     state.incoming.sort(compareIncoming);
@@ -243,6 +301,7 @@ export class KvStore implements Store {
     if (this.#sealed === sealedBefore && this.#current === undefined) {
       this.#known = known;
       this.#chunked = chunked;
+      this.#packs = packs;
       this.#exact = true;
     }
     return state;
@@ -269,6 +328,9 @@ export class KvStore implements Store {
       case "session.delete": {
         const part = namePart(op.clientId);
         const owner = namePartId(part);
+        batch.pending.delete(owner);
+        batch.tombDirty.delete(owner);
+        this.#packs.delete(owner);
         this.#touch(batch, entryId(Bucket.session, owner), [Bucket.session, part], null);
         // Everything the client owned so far in this batch goes; what is committed is listed at commit.
         for (const id of batch.owned.get(owner) ?? []) batch.entries.get(id)!.value = null;
@@ -287,16 +349,10 @@ export class KvStore implements Store {
         break;
       }
       case "outbound.put":
-        this.#touchOwned(
-          batch,
-          Bucket.outbound,
-          op.record.clientId,
-          op.record.seq,
-          encodeOutbound(op.record),
-        );
+        this.#putOutbound(batch, op.record);
         break;
       case "outbound.delete":
-        this.#touchOwned(batch, Bucket.outbound, op.clientId, op.seq, null);
+        this.#deleteOutbound(batch, op.clientId, op.seq);
         break;
       case "incoming.put":
         this.#touchOwned(batch, Bucket.incoming, op.clientId, op.packetId, encodeIncoming(op.clientId));
@@ -394,12 +450,130 @@ export class KvStore implements Store {
     this.#touch(batch, entryId(bucket, owner, n), [bucket, part, n], value, owner, sub);
   }
 
+  #putOutbound(batch: Batch, record: OutboundRecord): void {
+    const part = namePart(record.clientId);
+    const owner = namePartId(part);
+    const seq = record.seq;
+    const pending = batch.pending.get(owner);
+    if (pending?.records.has(seq)) {
+      pending.records.set(seq, encodeOutbound(record)); // rewritten within its batch: still one pack entry
+      return;
+    }
+    const packs = this.#packs.get(owner);
+    const inPack = packs?.seqPack.has(seq) ?? false;
+    const individual = batch.entries.has(entryId(Bucket.outbound, owner, seq)) ||
+      (this.#known.get(owner)?.has(Bucket.outbound + String(seq)) ?? false);
+    if (this.#exact && !inPack && !individual) {
+      let p = pending;
+      if (p === undefined) batch.pending.set(owner, p = { part, records: new Map() });
+      p.records.set(seq, encodeOutbound(record));
+      return;
+    }
+    if (inPack) this.#removeFromPack(batch, owner, packs!, seq);
+    this.#touchOwned(batch, Bucket.outbound, record.clientId, seq, encodeOutbound(record));
+  }
+
+  #deleteOutbound(batch: Batch, clientId: string, seq: number): void {
+    const part = namePart(clientId);
+    const owner = namePartId(part);
+    const pending = batch.pending.get(owner);
+    if (pending?.records.delete(seq)) return; // put and deleted in one batch: never written
+    if (!this.#exact) {
+      // Before load() the packs are unknown: the seq may sit in one, so leave a tombstone key of its own.
+      this.#touch(
+        batch,
+        entryId(Bucket.looseTomb, owner, seq),
+        [Bucket.looseTomb, part, seq],
+        LOOSE_TOMB,
+        owner,
+        Bucket.looseTomb + seq,
+      );
+    }
+    const packs = this.#packs.get(owner);
+    if (packs?.seqPack.has(seq)) {
+      this.#removeFromPack(batch, owner, packs, seq);
+      // It may also have moved to its own key (state change): delete that too if so.
+      if (
+        !batch.entries.has(entryId(Bucket.outbound, owner, seq)) &&
+        !(this.#known.get(owner)?.has(Bucket.outbound + String(seq)) ?? false)
+      ) return;
+    }
+    this.#touchOwned(batch, Bucket.outbound, clientId, seq, null);
+  }
+
+  /** Takes one record out of its pack: a tombstone, or the pack's deletion when it was the last one. */
+  #removeFromPack(batch: Batch, owner: string, packs: PackState, seq: number): void {
+    const id = packs.seqPack.get(seq)!;
+    packs.seqPack.delete(seq);
+    const pk = packs.packs.get(id)!;
+    pk.live.delete(seq);
+    if (pk.live.size === 0) {
+      packs.packs.delete(id);
+      for (const s of pk.seqs) packs.tomb.delete(s);
+      this.#touch(
+        batch,
+        entryId(Bucket.pack, owner, id),
+        [Bucket.pack, packs.part, id],
+        null,
+        owner,
+        Bucket.pack + id,
+      );
+    } else {
+      packs.tomb.add(seq);
+    }
+    batch.tombDirty.add(owner);
+  }
+
+  /** Turns the batch's new outbound records into pack entries and its tombstone changes into one write each. */
+  #materialize(batch: Batch): void {
+    for (const [owner, { part, records }] of batch.pending) {
+      if (records.size === 0) continue;
+      let packs = this.#packs.get(owner);
+      if (packs === undefined) this.#packs.set(owner, packs = newPackState(part));
+      let group: [number, Uint8Array][] = [];
+      let bytes = 0;
+      const emit = () => {
+        if (group.length === 0) return;
+        const id = packs!.nextId++;
+        const seqs = group.map(([seq]) => seq);
+        packs!.packs.set(id, { seqs, live: new Set(seqs) });
+        for (const seq of seqs) packs!.seqPack.set(seq, id);
+        const value = encodePack(group.map(([, v]) => v));
+        this.#touch(
+          batch,
+          entryId(Bucket.pack, owner, id),
+          [Bucket.pack, part, id],
+          value,
+          owner,
+          Bucket.pack + id,
+        );
+        group = [];
+        bytes = 0;
+      };
+      for (const entry of records) {
+        if (bytes + entry[1].length > PACK_BYTES) emit();
+        group.push(entry);
+        bytes += entry[1].length + 4;
+      }
+      emit();
+    }
+    batch.pending.clear();
+    for (const owner of batch.tombDirty) {
+      const packs = this.#packs.get(owner);
+      if (packs === undefined) continue;
+      const value = packs.tomb.size > 0 ? encodeSeqs(packs.tomb) : null;
+      this.#touch(batch, entryId(Bucket.tomb, owner), [Bucket.tomb, packs.part], value, owner, Bucket.tomb);
+    }
+    batch.tombDirty.clear();
+  }
+
   /** Commits batches one after another until none is pending. Never throws. */
   async #drain(): Promise<void> {
     while (this.#current !== undefined) {
       const batch = this.#current;
       this.#current = undefined;
       this.#committing = batch;
+      this.#materialize(batch);
       this.#seal(batch);
       try {
         await this.#write(batch);
@@ -430,9 +604,12 @@ export class KvStore implements Store {
     this.#sealed++;
     for (const owner of batch.sessionDeletes.keys()) {
       this.#known.delete(owner);
-      const prefixes = [entryId(Bucket.outbound, owner, ""), entryId(Bucket.incoming, owner, "")];
+      const prefixes = [Bucket.outbound, Bucket.incoming, Bucket.pack, Bucket.looseTomb].map((b) =>
+        entryId(b, owner, "")
+      );
+      prefixes.push(entryId(Bucket.tomb, owner));
       for (const id of this.#chunked.keys()) {
-        if (id.startsWith(prefixes[0]) || id.startsWith(prefixes[1])) this.#chunked.delete(id);
+        if (prefixes.some((p) => id.startsWith(p))) this.#chunked.delete(id);
       }
     }
     for (const [id, e] of batch.entries) {
@@ -459,17 +636,20 @@ export class KvStore implements Store {
     const kv = this.#kv;
     if (kv === undefined) throw new StoreError(`storage.path ${this.#path} was closed before the commit`);
     for (const [owner, part] of batch.sessionDeletes) {
-      for (const bucket of [Bucket.outbound, Bucket.incoming]) {
+      for (const bucket of [Bucket.outbound, Bucket.incoming, Bucket.pack, Bucket.tomb, Bucket.looseTomb]) {
+        const parentLength = bucket === Bucket.tomb ? 2 : 3;
         for await (const { key } of kv.list({ prefix: [bucket, part] }, { batchSize: 1000 })) {
-          const parent = key.length === 4 ? key.slice(0, 3) : key;
-          const id = entryId(bucket, owner, parent[2] as number);
+          const parent = key.length > parentLength ? key.slice(0, parentLength) : key;
+          const id = entryId(bucket, owner, parent[2] as number | undefined);
           let entry = batch.entries.get(id);
           if (entry === undefined) {
             entry = { key: parent, keyBytes: keySize(parent), value: null, existed: true, chunks: 0 };
             batch.entries.set(id, entry);
           }
           entry.existed = true;
-          if (key.length === 4) entry.chunks = Math.max(entry.chunks, (key[3] as number) + 1);
+          if (key.length > parentLength) {
+            entry.chunks = Math.max(entry.chunks, (key[parentLength] as number) + 1);
+          }
         }
       }
     }
@@ -519,6 +699,8 @@ function newBatch(): Batch {
     entries: new Map(),
     owned: new Map(),
     sessionDeletes: new Map(),
+    pending: new Map(),
+    tombDirty: new Set(),
     ops: 0,
     promise,
     resolve,
@@ -704,4 +886,70 @@ function sameKey(a: Deno.KvKey, b: Deno.KvKey, length: number): boolean {
 
 function formatKey(key: Deno.KvKey): string {
   return "[" + key.map((p) => p instanceof Uint8Array ? namePartId(p) : JSON.stringify(p)).join(", ") + "]";
+}
+
+/** Value of a loose tombstone key (its key says everything). */
+const LOOSE_TOMB = new Uint8Array([1]);
+
+/** Largest encoded pack: comfortably one value, so packs never need chunks. */
+const PACK_BYTES = 48 * 1024;
+
+/** The packs of one client. */
+interface PackState {
+  part: NamePart;
+  /** Pack id -> every seq written in it and the ones still live. */
+  packs: Map<number, { seqs: number[]; live: Set<number> }>;
+  seqPack: Map<number, number>;
+  /** Deleted seqs of packs that still hold live records. */
+  tomb: Set<number>;
+  nextId: number;
+}
+
+function newPackState(part: NamePart): PackState {
+  return { part, packs: new Map(), seqPack: new Map(), tomb: new Set(), nextId: 0 };
+}
+
+/** Records, each behind a 4-byte length. */
+function encodePack(records: Uint8Array[]): Uint8Array {
+  let size = 0;
+  for (const r of records) size += 4 + r.length;
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  let off = 0;
+  for (const r of records) {
+    view.setUint32(off, r.length);
+    out.set(r, off + 4);
+    off += 4 + r.length;
+  }
+  return out;
+}
+
+function decodePack(value: Uint8Array): Uint8Array[] {
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
+  const out: Uint8Array[] = [];
+  let off = 0;
+  while (off < value.length) {
+    if (off + 4 > value.length) throw new Error("truncated pack");
+    const len = view.getUint32(off);
+    if (off + 4 + len > value.length) throw new Error("truncated pack record");
+    out.push(value.subarray(off + 4, off + 4 + len));
+    off += 4 + len;
+  }
+  return out;
+}
+
+function encodeSeqs(seqs: Iterable<number>): Uint8Array {
+  const list = [...seqs];
+  const out = new Uint8Array(list.length * 8);
+  const view = new DataView(out.buffer);
+  list.forEach((seq, i) => view.setFloat64(i * 8, seq));
+  return out;
+}
+
+function decodeSeqs(value: Uint8Array): number[] {
+  if (value.length % 8 !== 0) throw new Error("tombstone list length is not a multiple of 8");
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
+  const out: number[] = [];
+  for (let off = 0; off < value.length; off += 8) out.push(view.getFloat64(off));
+  return out;
 }

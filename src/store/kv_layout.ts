@@ -27,6 +27,12 @@ export const Bucket = {
   outbound: "o",
   incoming: "i",
   retained: "r",
+  /** Outbound records of one client first written in one batch, stored together (see kv.ts). */
+  pack: "p",
+  /** Per client: sequence numbers deleted from packs that still hold live records. */
+  tomb: "t",
+  /** Tombstones written before load(), one key per seq, when the packs are not known yet. */
+  looseTomb: "u",
 } as const;
 
 /** One of the four bucket prefixes. */

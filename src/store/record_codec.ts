@@ -12,6 +12,7 @@
  * @module
  */
 
+import { slabAlloc } from "../mqtt/slab.ts";
 import type { Properties, QoS, UserProperty } from "../mqtt/types.ts";
 import type { OutboundRecord, SessionRecord, StoredMessage, SubscriptionRecord } from "./store.ts";
 
@@ -28,12 +29,16 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 /** A growable byte buffer with the primitive writers the record encoders need. */
 class Writer {
   buf: Uint8Array;
-  view: DataView;
+  #view?: DataView;
   pos = 0;
 
   constructor(capacity: number) {
-    this.buf = new Uint8Array(capacity);
-    this.view = new DataView(this.buf.buffer);
+    this.buf = slabAlloc(capacity); // a fresh typed array per record costs more than encoding it
+  }
+
+  /** Created on first use: most records need no multi-byte number besides varints. */
+  get view(): DataView {
+    return this.#view ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
   }
 
   ensure(extra: number): void {
@@ -41,7 +46,7 @@ class Writer {
     const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + extra));
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
-    this.view = new DataView(next.buffer);
+    this.#view = undefined;
   }
 
   u8(n: number): void {
@@ -87,7 +92,15 @@ class Writer {
     for (let room = 0x80; room <= max; room *= 0x80) lenBytes++;
     this.ensure(lenBytes + max);
     const start = this.pos + lenBytes;
-    const { written } = encoder.encodeInto(s, this.buf.subarray(start));
+    let written = 0;
+    const buf = this.buf;
+    // ASCII fast path (client ids and topics nearly always are): no native call, no subarray.
+    for (; written < s.length; written++) {
+      const c = s.charCodeAt(written);
+      if (c >= 0x80) break;
+      buf[start + written] = c;
+    }
+    if (written < s.length) written = encoder.encodeInto(s, buf.subarray(start)).written;
     let n = written;
     for (let i = 0; i < lenBytes; i++) {
       // Fixed-width varint (padded continuation bytes) so the length fits the reserved room.

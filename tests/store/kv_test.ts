@@ -177,8 +177,8 @@ Deno.test("KvStore: a record's chunks and header share one atomic commit, and co
     // Small records interleaved with chunked ones, so a naive packer would cut through a chunked record.
     for (let i = 0; i < 40; i++) {
       store.apply({
-        op: "outbound.put",
-        record: queued("c", i, i % 2 === 0 ? pattern(100 * 1024, i) : "small"),
+        op: "retained.put",
+        message: message(`t${i}`, i % 2 === 0 ? pattern(100 * 1024, i) : "small"),
       });
       for (let j = 0; j < 30; j++) store.apply({ op: "incoming.put", clientId: `c${i}`, packetId: j + 1 });
     }
@@ -187,7 +187,7 @@ Deno.test("KvStore: a record's chunks and header share one atomic commit, and co
     assert.equal(commits.flat().length, 40 + 20 * 2 + 1200);
     for (const muts of commits) assert.ok(muts.length <= 1000);
     for (let i = 0; i < 40; i += 2) {
-      const mine = (x: { key: Deno.KvKey }) => x.key[0] === "o" && x.key[2] === i;
+      const mine = (x: { key: Deno.KvKey }) => x.key[0] === "r" && x.key[1] === `t${i}`;
       const holders = commits.filter((m) => m.some(mine));
       assert.equal(holders.length, 1, `record ${i}: header and 2 chunks in one commit`);
       assert.equal(holders[0].filter(mine).length, 3);
@@ -236,11 +236,12 @@ Deno.test("KvStore: before load() on an existing database, a delete is never dro
     store.apply({ op: "outbound.put", record: queued("c", 1) });
     await store.flush();
     store = await reopen(store, path);
-    // Without load() the store cannot know seq 1 exists: put + delete must still write the delete.
+    // Without load() the store cannot know seq 1 exists (in its own key or in a pack): put + delete must
+    // still write the delete, plus a tombstone for the pack it may sit in.
     store.apply({ op: "outbound.put", record: queued("c", 1) });
     store.apply({ op: "outbound.delete", clientId: "c", seq: 1 });
     await store.flush();
-    assert.equal(store.stats.mutations, 1);
+    assert.equal(store.stats.mutations, 2);
     store = await reopen(store, path);
     assert.deepEqual((await store.load()).outbound, []);
     // After load() it knows: a new key written and deleted in one batch costs nothing again.
@@ -256,13 +257,13 @@ Deno.test("KvStore: a big batch is split into atomics within every Deno KV limit
   await withKv(async (store, path) => {
     // 1000 puts whose keys are ~150 bytes: over the 80 KiB key budget of one atomic.
     const id = "k".repeat(128);
-    for (let seq = 1; seq <= 1000; seq++) store.apply({ op: "outbound.put", record: queued(id, seq) });
+    for (let id2 = 1; id2 <= 1000; id2++) store.apply({ op: "incoming.put", clientId: id, packetId: id2 });
     await store.flush();
     assert.equal(store.stats.mutations, 1000);
     assert.ok(store.stats.commits >= 2, `commits ${store.stats.commits}`);
 
     const before = store.stats.commits;
-    for (let seq = 1; seq <= 2500; seq++) store.apply({ op: "outbound.put", record: queued("c", seq) });
+    for (let seq = 1; seq <= 2500; seq++) store.apply({ op: "incoming.put", clientId: "c", packetId: seq });
     await store.flush();
     assert.ok(
       store.stats.commits - before >= 3,
@@ -280,7 +281,7 @@ Deno.test("KvStore: a big batch is split into atomics within every Deno KV limit
 
     store = await reopen(store, path);
     const state = await store.load();
-    assert.equal(state.outbound.length, 3500);
+    assert.equal(state.incoming.length, 3500);
     assert.equal(state.retained.length, 30);
     return store;
   });
@@ -293,13 +294,13 @@ Deno.test("KvStore: flush() resolves only once the data is in the database file"
     try {
       for (let round = 1; round <= 3; round++) {
         store.apply({ op: "retained.put", message: message(`t/${round}`, "x") });
-        store.apply({ op: "outbound.put", record: queued("c", round) });
+        store.apply({ op: "incoming.put", clientId: "c", packetId: round });
         await store.flush();
         assert.ok(
           (await peek.get(["r", `t/${round}`])).versionstamp !== null,
           `retained t/${round} committed`,
         );
-        assert.ok((await peek.get(["o", "c", round])).versionstamp !== null, `outbound ${round} committed`);
+        assert.ok((await peek.get(["i", "c", round])).versionstamp !== null, `incoming ${round} committed`);
       }
     } finally {
       peek.close();
@@ -564,4 +565,47 @@ Deno.test("KvStore: ':memory:' opens without a lock or directory", async () => {
   assert.deepEqual((await store.load()).retained.map((m) => m.topic), ["t"]);
   await store.close();
   await assert.rejects(Deno.stat(":memory:.lock"), Deno.errors.NotFound);
+});
+
+Deno.test("KvStore: new outbound records of one batch share a pack; deletes become tombstones", async () => {
+  await withKv(async (store, path) => {
+    await store.load();
+    for (let seq = 1; seq <= 500; seq++) store.apply({ op: "outbound.put", record: queued("c", seq) });
+    await store.flush();
+    assert.ok(store.stats.mutations <= 3, `500 queued records cost ${store.stats.mutations} mutations`);
+    // Acknowledge the first 400 over several batches: one tombstone write per batch, not one per message.
+    const before = store.stats.mutations;
+    for (let batch = 0; batch < 4; batch++) {
+      for (let seq = batch * 100 + 1; seq <= batch * 100 + 100; seq++) {
+        store.apply({ op: "outbound.delete", clientId: "c", seq });
+      }
+      await store.flush();
+    }
+    assert.ok(store.stats.mutations - before <= 4 * 2, `deletes cost ${store.stats.mutations - before}`);
+    // A state change moves the record to its own key.
+    store.apply({ op: "outbound.put", record: { clientId: "c", seq: 450, state: "pubrel", packetId: 7 } });
+    await store.flush();
+    store = await reopen(store, path);
+    let state = await store.load();
+    assert.equal(state.outbound.length, 100);
+    assert.deepEqual(state.outbound.map((r) => r.seq), Array.from({ length: 100 }, (_, i) => 401 + i));
+    assert.equal(state.outbound.find((r) => r.seq === 450)?.state, "pubrel");
+    // Deleting the rest removes the pack and the tombstones.
+    for (let seq = 401; seq <= 500; seq++) store.apply({ op: "outbound.delete", clientId: "c", seq });
+    await store.flush();
+    store = await reopen(store, path);
+    state = await store.load();
+    assert.equal(state.outbound.length, 0);
+    const kv = await Deno.openKv(path);
+    try {
+      for (const prefix of ["p", "t", "o"]) {
+        for await (const e of kv.list({ prefix: [prefix] })) {
+          assert.fail(`left over key ${JSON.stringify(e.key)}`);
+        }
+      }
+    } finally {
+      kv.close();
+    }
+    return store;
+  });
 });
