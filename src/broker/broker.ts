@@ -94,7 +94,8 @@ export class Broker {
     this.store = options.store;
     this.logger = options.logger;
     this.receiveMaximum = Math.min(65535, options.config.server.max_inflight);
-    this.queueHighWater = Math.max(1, Math.floor(options.config.server.max_queued_messages / 2));
+    // Pausing early keeps queues (latency, memory) short; the subscriber is the bottleneck either way.
+    this.queueHighWater = Math.max(1, Math.min(1000, Math.floor(options.config.server.max_queued_messages / 2)));
     this.queueLowWater = Math.floor(this.queueHighWater / 2);
   }
 
