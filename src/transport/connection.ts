@@ -11,6 +11,8 @@
  * @module
  */
 
+import { OutputBuffer, worthKeeping } from "./output_buffer.ts";
+
 /** What the broker needs from any transport (TCP, TLS, WebSocket). */
 export interface Transport {
   /** "host:port" of the peer, for logs. */
@@ -41,7 +43,6 @@ export interface Transport {
 
 const INITIAL_READ = 1024;
 const MAX_READ = 64 * 1024;
-const INITIAL_OUT = 1024;
 const EMPTY = new Uint8Array(0);
 
 /**
@@ -64,8 +65,7 @@ export class StreamTransport implements Transport {
   onDrain?: () => void;
   #conn: ByteConn;
   // Both output buffers start empty and are allocated on first use: an idle connection holds none.
-  #out: Uint8Array = EMPTY;
-  #outLen = 0;
+  #out = new OutputBuffer();
   #spare: Uint8Array = EMPTY;
   #writing = false;
   #scheduled = false;
@@ -82,7 +82,7 @@ export class StreamTransport implements Transport {
   }
 
   get pendingBytes(): number {
-    return this.#outLen + this.#inFlightBytes;
+    return this.#out.length + this.#inFlightBytes;
   }
 
   get closed(): boolean {
@@ -110,16 +110,6 @@ export class StreamTransport implements Transport {
     }
   }
 
-  #reserve(n: number): void {
-    const need = this.#outLen + n;
-    if (need <= this.#out.length) return;
-    let size = Math.max(INITIAL_OUT, this.#out.length * 2);
-    while (size < need) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.#out.subarray(0, this.#outLen));
-    this.#out = next;
-  }
-
   #schedule(): void {
     if (!this.#scheduled && !this.#writing) {
       this.#scheduled = true;
@@ -129,22 +119,13 @@ export class StreamTransport implements Transport {
 
   write(bytes: Uint8Array): void {
     if (this.#closed) return;
-    this.#reserve(bytes.length);
-    this.#out.set(bytes, this.#outLen);
-    this.#outLen += bytes.length;
+    this.#out.append(bytes);
     this.#schedule();
   }
 
   writeWithPacketId(bytes: Uint8Array, idOffset: number, packetId: number, dup: boolean): void {
     if (this.#closed) return;
-    const at = this.#outLen;
-    this.#reserve(bytes.length);
-    const out = this.#out;
-    out.set(bytes, at);
-    out[at + idOffset] = packetId >> 8;
-    out[at + idOffset + 1] = packetId & 0xff;
-    if (dup) out[at] |= 0x08;
-    this.#outLen = at + bytes.length;
+    this.#out.appendWithPacketId(bytes, idOffset, packetId, dup);
     this.#schedule();
   }
 
@@ -153,12 +134,10 @@ export class StreamTransport implements Transport {
     if (this.#writing || this.#closed) return;
     this.#writing = true;
     try {
-      while (this.#outLen > 0 && !this.#closed) {
+      while (this.#out.length > 0 && !this.#closed) {
         // Swap buffers: the socket writes from one while new packets fill the other.
-        const data = this.#out;
-        const len = this.#outLen;
-        this.#out = this.#spare;
-        this.#outLen = 0;
+        const len = this.#out.length;
+        const data = this.#out.swap(this.#spare);
         this.#inFlightBytes = len;
         let off = 0;
         while (off < len) {
@@ -167,10 +146,7 @@ export class StreamTransport implements Transport {
           this.#inFlightBytes = len - off;
         }
         this.#inFlightBytes = 0;
-        // Keep a moderately sized spare; drop huge buffers once a burst is over.
-        // Keep the buffer for the next swap while the connection is busy; an idle connection with small
-        // writes (PINGRESP) gives it back, and huge buffers are dropped once a burst is over.
-        this.#spare = len < 512 || (data.length > 1 << 20 && len < 1 << 16) ? EMPTY : data;
+        this.#spare = worthKeeping(data, len) ? data : EMPTY;
       }
     } catch {
       this.#destroy();
@@ -185,7 +161,7 @@ export class StreamTransport implements Transport {
   close(flushTimeoutMs = 1000): void {
     if (this.#closed || this.#closing) return;
     this.#closing = true;
-    if (this.#outLen === 0 && !this.#writing) {
+    if (this.#out.length === 0 && !this.#writing) {
       this.#destroy();
       return;
     }
@@ -198,7 +174,7 @@ export class StreamTransport implements Transport {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
-    this.#outLen = 0;
+    this.#out.clear();
     try {
       this.#conn.close();
     } catch {

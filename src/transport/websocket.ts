@@ -25,6 +25,8 @@
  * @module
  */
 
+import { OutputBuffer, worthKeeping } from "./output_buffer.ts";
+
 import type { Logger } from "../log.ts";
 import type { Transport } from "./connection.ts";
 import { bindError, ListenError, type ListenerSpec, type OpenListener } from "./listeners.ts";
@@ -42,9 +44,6 @@ export const DEFAULT_WEBSOCKET_PATH = "/mqtt";
  * no flow control of its own, unlike a TCP read that simply stops.
  */
 const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
-
-const INITIAL_OUT = 1024;
-const EMPTY = new Uint8Array(0);
 
 /**
  * Picks the subprotocol for a `Sec-WebSocket-Protocol` request header: the first of
@@ -68,8 +67,7 @@ export class WebSocketTransport implements Transport {
   #ended = false;
   #wake?: () => void;
   // Allocated on first write and given back when little is sent: an idle connection holds none.
-  #out: Uint8Array = EMPTY;
-  #outLen = 0;
+  #out = new OutputBuffer();
   #scheduled = false;
   #closed = false;
   #closing = false;
@@ -84,7 +82,7 @@ export class WebSocketTransport implements Transport {
     ws.onopen = () => {
       // Output queued before the handshake finished, or a close requested then.
       if (this.#closing) this.#finishClose();
-      else if (this.#outLen > 0) this.#schedule();
+      else if (this.#out.length > 0) this.#schedule();
     };
     ws.onmessage = (e: MessageEvent) => this.#receive(e.data);
     ws.onclose = () => this.#destroyed();
@@ -92,7 +90,7 @@ export class WebSocketTransport implements Transport {
   }
 
   get pendingBytes(): number {
-    return this.#outLen + (this.#closed ? 0 : this.#ws.bufferedAmount);
+    return this.#out.length + (this.#closed ? 0 : this.#ws.bufferedAmount);
   }
 
   get closed(): boolean {
@@ -138,16 +136,6 @@ export class WebSocketTransport implements Transport {
     }
   }
 
-  #reserve(n: number): void {
-    const need = this.#outLen + n;
-    if (need <= this.#out.length) return;
-    let size = Math.max(INITIAL_OUT, this.#out.length * 2);
-    while (size < need) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.#out.subarray(0, this.#outLen));
-    this.#out = next;
-  }
-
   #schedule(): void {
     if (!this.#scheduled) {
       this.#scheduled = true;
@@ -157,35 +145,24 @@ export class WebSocketTransport implements Transport {
 
   write(bytes: Uint8Array): void {
     if (this.#closed) return;
-    this.#reserve(bytes.length);
-    this.#out.set(bytes, this.#outLen);
-    this.#outLen += bytes.length;
+    this.#out.append(bytes);
     this.#schedule();
   }
 
   writeWithPacketId(bytes: Uint8Array, idOffset: number, packetId: number, dup: boolean): void {
     if (this.#closed) return;
-    const at = this.#outLen;
-    this.#reserve(bytes.length);
-    const out = this.#out;
-    out.set(bytes, at);
-    out[at + idOffset] = packetId >> 8;
-    out[at + idOffset + 1] = packetId & 0xff;
-    if (dup) out[at] |= 0x08;
-    this.#outLen = at + bytes.length;
+    this.#out.appendWithPacketId(bytes, idOffset, packetId, dup);
     this.#schedule();
   }
 
   /** Sends everything queued in this microtask as one binary message. */
   #flush(): void {
     this.#scheduled = false;
-    if (this.#closed || this.#outLen === 0 || this.#ws.readyState !== WebSocket.OPEN) return;
+    if (this.#closed || this.#out.length === 0 || this.#ws.readyState !== WebSocket.OPEN) return;
     // A copy: the socket may still hold the message after send() returns, and #out is reused.
-    const frame = this.#out.slice(0, this.#outLen);
-    this.#outLen = 0;
-    // Keep the buffer while the connection is busy; give it back after small writes (PINGRESP) and
-    // once a burst that made it huge is over.
-    if (frame.length < 512 || (this.#out.length > 1 << 20 && frame.length < 1 << 16)) this.#out = EMPTY;
+    const frame = this.#out.data.slice(0, this.#out.length);
+    if (worthKeeping(this.#out.data, frame.length)) this.#out.length = 0;
+    else this.#out.clear();
     try {
       this.#ws.send(frame);
     } catch {
@@ -236,7 +213,7 @@ export class WebSocketTransport implements Transport {
     this.#notify();
     if (this.#closed) return;
     this.#closed = true;
-    this.#outLen = 0;
+    this.#out.clear();
     if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
   }
 }

@@ -1,0 +1,72 @@
+/**
+ * The per-connection output buffer: every packet of a tick is copied into one growing byte array, which the
+ * transport then writes at once (a write per packet is 7-10x slower; an array of per-packet chunks joined at
+ * flush was 3x slower than copying as they come).
+ *
+ * @module
+ */
+
+const INITIAL = 1024;
+const EMPTY = new Uint8Array(0);
+
+/** Queued output bytes: `data[0, length)`. */
+export class OutputBuffer {
+  /** Starts empty: an idle connection holds no output buffer. */
+  data: Uint8Array = EMPTY;
+  length = 0;
+
+  #reserve(n: number): void {
+    const need = this.length + n;
+    if (need <= this.data.length) return;
+    let size = Math.max(INITIAL, this.data.length * 2);
+    while (size < need) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.data.subarray(0, this.length));
+    this.data = next;
+  }
+
+  /** Appends a copy of `bytes`. */
+  append(bytes: Uint8Array): void {
+    this.#reserve(bytes.length);
+    this.data.set(bytes, this.length);
+    this.length += bytes.length;
+  }
+
+  /**
+   * Appends an encoded PUBLISH with its 2-byte packet id (at `idOffset`) set to `packetId` and, if asked,
+   * the DUP flag: one encoding serves every subscriber.
+   */
+  appendWithPacketId(bytes: Uint8Array, idOffset: number, packetId: number, dup: boolean): void {
+    const at = this.length;
+    this.#reserve(bytes.length);
+    const out = this.data;
+    out.set(bytes, at);
+    out[at + idOffset] = packetId >> 8;
+    out[at + idOffset + 1] = packetId & 0xff;
+    if (dup) out[at] |= 0x08;
+    this.length = at + bytes.length;
+  }
+
+  /**
+   * Hands the queued bytes over and continues in `next` (empty). Returns the previous array; its first
+   * `length` bytes (read before the call) are the output.
+   */
+  swap(next: Uint8Array = EMPTY): Uint8Array {
+    const data = this.data;
+    this.data = next;
+    this.length = 0;
+    return data;
+  }
+
+  /** Drops what is queued and the array. */
+  clear(): void {
+    this.data = EMPTY;
+    this.length = 0;
+  }
+}
+
+/** True when a just-written array is worth keeping for the next burst: not after small writes (an idle
+ * connection gives its buffer back), and not a huge one once the burst that made it is over. */
+export function worthKeeping(array: Uint8Array, written: number): boolean {
+  return !(written < 512 || (array.length > 1 << 20 && written < 1 << 16));
+}
