@@ -95,7 +95,10 @@ export class Broker {
     this.logger = options.logger;
     this.receiveMaximum = Math.min(65535, options.config.server.max_inflight);
     // Pausing early keeps queues (latency, memory) short; the subscriber is the bottleneck either way.
-    this.queueHighWater = Math.max(1, Math.min(1000, Math.floor(options.config.server.max_queued_messages / 2)));
+    this.queueHighWater = Math.max(
+      1,
+      Math.min(1000, Math.floor(options.config.server.max_queued_messages / 2)),
+    );
     this.queueLowWater = Math.floor(this.queueHighWater / 2);
   }
 
