@@ -10,6 +10,7 @@
  * @module
  */
 
+import { PACKET_TYPE_NAMES } from "../mqtt/types.ts";
 import type { StoreStats } from "../store/store.ts";
 
 /** Prometheus metric types used here. */
@@ -28,21 +29,7 @@ export interface MetricInfo {
 /** Lower-case packet type names; index = packet type 1..15 (§2.1.2), index 0 is reserved. */
 export const PACKET_NAMES: readonly string[] = [
   "reserved",
-  "connect",
-  "connack",
-  "publish",
-  "puback",
-  "pubrec",
-  "pubrel",
-  "pubcomp",
-  "subscribe",
-  "suback",
-  "unsubscribe",
-  "unsuback",
-  "pingreq",
-  "pingresp",
-  "disconnect",
-  "auth",
+  ...PACKET_TYPE_NAMES.slice(1).map((n) => n.toLowerCase()),
 ];
 
 /** Why a message was not delivered, as the `reason` label of mqtt_messages_dropped_total. */

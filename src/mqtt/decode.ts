@@ -42,6 +42,7 @@ import type {
   UnsubscribePacket,
   Will,
 } from "./types.ts";
+import { PACKET_TYPE_NAMES } from "./types.ts";
 
 /** Largest possible MQTT packet: 1 header byte + 4 length bytes + 268,435,455 (§1.5.5, §2.1.4). */
 export const MAX_PACKET_SIZE = 268435460;
@@ -59,24 +60,7 @@ const PINGRESP: PingrespPacket = Object.freeze({ type: 13 });
 
 // Required low nibble of the fixed header per packet type (§2.1.3); PUBLISH (3) is checked separately.
 const FIXED_FLAGS = [-1, 0, 0, -1, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0];
-const NAMES = [
-  "reserved type 0",
-  "CONNECT",
-  "CONNACK",
-  "PUBLISH",
-  "PUBACK",
-  "PUBREC",
-  "PUBREL",
-  "PUBCOMP",
-  "SUBSCRIBE",
-  "SUBACK",
-  "UNSUBSCRIBE",
-  "UNSUBACK",
-  "PINGREQ",
-  "PINGRESP",
-  "DISCONNECT",
-  "AUTH",
-];
+const NAMES = PACKET_TYPE_NAMES;
 
 /**
  * Decodes the body of one packet: `r` covers exactly the Remaining Length bytes, `header` is the first byte.

@@ -12,7 +12,7 @@
 import { malformed, MqttError, protocolError } from "./errors.ts";
 import { ReasonCode } from "./reason_codes.ts";
 import type { Reader } from "./reader.ts";
-import type { Properties, UserProperty } from "./types.ts";
+import { PACKET_TYPE_NAMES, type Properties, type UserProperty } from "./types.ts";
 import { MAX_STRING_BYTES, utf8Length, writeUtf8 } from "./utf8.ts";
 
 /** Data types of property values (§1.5, §2.2.2.2). */
@@ -129,24 +129,8 @@ export function isPropertyAllowed(id: number, packetType: number): boolean {
   return d !== undefined && (d.packets & (1 << packetType)) !== 0;
 }
 
-const PACKET_NAMES = [
-  "Will Properties",
-  "CONNECT",
-  "CONNACK",
-  "PUBLISH",
-  "PUBACK",
-  "PUBREC",
-  "PUBREL",
-  "PUBCOMP",
-  "SUBSCRIBE",
-  "SUBACK",
-  "UNSUBSCRIBE",
-  "UNSUBACK",
-  "PINGREQ",
-  "PINGRESP",
-  "DISCONNECT",
-  "AUTH",
-];
+/** Packet names for messages; index 0 stands for the Will Properties of CONNECT. */
+const PACKET_NAMES = ["Will Properties", ...PACKET_TYPE_NAMES.slice(1)];
 
 /**
  * Reads a property section (Property Length, then the properties) for `packetType`. Returns `undefined`

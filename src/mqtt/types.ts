@@ -26,6 +26,26 @@ export const PacketType = {
   AUTH: 15,
 } as const;
 
+/** Names of the packet types as the spec writes them; index = packet type (§2.1.2), 0 is reserved. */
+export const PACKET_TYPE_NAMES: readonly string[] = [
+  "reserved type 0",
+  "CONNECT",
+  "CONNACK",
+  "PUBLISH",
+  "PUBACK",
+  "PUBREC",
+  "PUBREL",
+  "PUBCOMP",
+  "SUBSCRIBE",
+  "SUBACK",
+  "UNSUBSCRIBE",
+  "UNSUBACK",
+  "PINGREQ",
+  "PINGRESP",
+  "DISCONNECT",
+  "AUTH",
+];
+
 /** Protocol level byte of CONNECT: 3 = MQTT 3.1 ("MQIsdp"), 4 = 3.1.1, 5 = 5.0. */
 export type ProtocolVersion = 3 | 4 | 5;
 

@@ -10,30 +10,19 @@ import { Buffer } from "node:buffer";
 import mqttPacket from "mqtt-packet";
 import { decodePacket } from "../../src/mqtt/decode.ts";
 import { encode } from "../../src/mqtt/encode.ts";
-import type { Packet, Properties, ProtocolVersion, UserProperty } from "../../src/mqtt/types.ts";
+import {
+  type Packet,
+  PACKET_TYPE_NAMES,
+  type Properties,
+  type ProtocolVersion,
+  type UserProperty,
+} from "../../src/mqtt/types.ts";
 import { PacketGen } from "./gen.ts";
 
 // deno-lint-ignore no-explicit-any
 type Loose = Record<string, any>;
 
-const COMMANDS = [
-  "",
-  "connect",
-  "connack",
-  "publish",
-  "puback",
-  "pubrec",
-  "pubrel",
-  "pubcomp",
-  "subscribe",
-  "suback",
-  "unsubscribe",
-  "unsuback",
-  "pingreq",
-  "pingresp",
-  "disconnect",
-  "auth",
-];
+const COMMANDS = ["", ...PACKET_TYPE_NAMES.slice(1).map((n) => n.toLowerCase())];
 
 /** Properties that mqtt-packet represents as booleans (its 'byte' type). */
 const BOOLEAN_PROPS = new Set([
