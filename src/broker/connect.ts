@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ownCopy } from "../mqtt/slab.ts";
 import { connackCodeForVersion, ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
 import type { ConnectPacket, DisconnectPacket, Properties } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
@@ -151,7 +152,8 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
   session.expiryInterval = expiry;
   session.protocolVersion = version;
   session.username = client.username;
-  session.will = p.will;
+  // The will lives as long as the connection: its payload must not pin a 16 KiB slab of the codec.
+  session.will = p.will && { ...p.will, payload: ownCopy(p.will.payload) };
   session.disconnectedAt = undefined;
   session.dropLogged = false;
   if (session.persistent) broker.persist({ op: "session.put", session: broker.sessionRecord(session) });

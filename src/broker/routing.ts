@@ -8,6 +8,7 @@
  * @module
  */
 
+import { ownCopy } from "../mqtt/slab.ts";
 import type { QoS } from "../mqtt/types.ts";
 import type { SubscriptionRecord } from "../store/store.ts";
 import type { Broker } from "./broker.ts";
@@ -187,6 +188,7 @@ export function deliver(
     }
     return;
   }
+  if (client === undefined) keepLong(msg);
   session.enqueue(entry);
   if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
   if (client !== undefined && session.queuedCount >= broker.queueHighWater) {
@@ -198,6 +200,17 @@ export function deliver(
       publisher.waitForDrain = session;
     }
   }
+}
+
+/**
+ * A message queued for an offline session may wait for hours: give its payload a buffer of its own so it does
+ * not pin a 16 KiB slab of the codec, and drop encodings (also slab views) made so far.
+ */
+function keepLong(msg: Message): void {
+  const payload = msg.payload;
+  if (payload.byteLength === payload.buffer.byteLength) return;
+  msg.payload = ownCopy(payload);
+  msg.encoded = undefined;
 }
 
 /** Moves an entry into the in-flight window and sends it. */
