@@ -514,8 +514,8 @@ export class Broker {
       client.disconnect(ReasonCode.ServerShuttingDown, "server shutting down");
       if (client.state !== "closed") client.close("server shutting down");
     }
-    // After the clients: closing a WebSocket listener (Deno.serve shutdown) also closes its upgraded
-    // sockets, which would end those sessions as lost connections. accept() refuses newcomers meanwhile.
+    // After the clients, so each gets its DISCONNECT before any listener goes away; accept() refuses
+    // newcomers meanwhile.
     await this.#closeListeners();
     try {
       await this.store.flush();

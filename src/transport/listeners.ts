@@ -8,7 +8,7 @@
 
 import type { ListenerConfig } from "../config/types.ts";
 import type { Logger } from "../log.ts";
-import { StreamTransport, type Transport } from "./connection.ts";
+import { type ByteConn, StreamTransport, type Transport } from "./connection.ts";
 
 /** What to open: the main listener or one entry of `listeners:` in the config. */
 export type ListenerSpec = Pick<ListenerConfig, "type" | "host" | "port"> & Partial<ListenerConfig>;
@@ -46,6 +46,7 @@ async function acceptLoop(
   onTransport: (t: Transport) => void,
   logger: Logger,
   spec: ListenerSpec,
+  wrap?: (conn: ByteConn) => ByteConn,
 ): Promise<void> {
   while (true) {
     let conn: Deno.Conn;
@@ -59,7 +60,7 @@ async function acceptLoop(
     try {
       // Small QoS 1 windows must not wait for Nagle / delayed ACK.
       (conn as Deno.TcpConn).setNoDelay?.(true);
-      onTransport(new StreamTransport(conn));
+      onTransport(new StreamTransport(wrap ? wrap(conn) : conn));
     } catch (err) {
       logger.warn("could not set up connection", { error: String(err) });
       try {

@@ -50,6 +50,8 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 export interface TlsListenOptions {
   /** Milliseconds a client has to complete the TLS handshake; default {@link HANDSHAKE_TIMEOUT_MS}. */
   handshakeTimeoutMs?: number;
+  /** Wraps each TLS byte stream before it becomes a transport (`wss`: the WebSocket layer). */
+  wrap?: (conn: ByteConn) => ByteConn;
 }
 
 /** Above this many received but unread bytes, a `node:tls` socket is paused (TCP back-pressure). */
@@ -163,7 +165,8 @@ export async function listenTls(
         socket.destroy();
         return;
       }
-      const transport = new StreamTransport(new NodeSocketConn(socket));
+      const conn = new NodeSocketConn(socket);
+      const transport = new StreamTransport(options.wrap ? options.wrap(conn) : conn);
       if (mutual && spec.use_cn_as_username) {
         const cn = commonName(socket.getPeerCertificate());
         if (cn === undefined) {

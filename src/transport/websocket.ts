@@ -1,36 +1,30 @@
 /**
- * WebSocket listeners (`ws`, `wss`): MQTT over WebSocket (MQTT 3.1.1 §6, MQTT 5 §6) with `Deno.serve`.
- * Nothing about MQTT semantics here: binary messages in, binary messages out.
+ * WebSocket listeners (`ws`, `wss`): MQTT over WebSocket (MQTT 3.1.1 §6, MQTT 5 §6), with a server side of
+ * RFC 6455 of our own on top of the same byte streams as TCP and TLS. Nothing about MQTT semantics here:
+ * binary messages in, binary messages out.
  *
- * - Only `spec.path` (default "/mqtt") upgrades; other paths get 404, plain HTTP on the path gets 426.
+ * Why not `Deno.serve`: it has no timeout before the HTTP upgrade (a TCP connection that never sends its
+ * request stays open), cannot verify client certificates, and cannot swap certificates in place. Here a
+ * WebSocket connection is a {@link ByteConn} wrapped in the usual `StreamTransport`, so the broker's CONNECT
+ * timeout covers the HTTP handshake too, `wss` gets mutual TLS and certificate reload from `tls.ts`, and the
+ * output path (one buffer, one write per tick) is the same as for TCP.
+ *
+ * - Only `spec.path` (default "/mqtt") upgrades; other paths get 404, a request without `Upgrade: websocket`
+ *   gets 426.
  * - Subprotocol: "mqtt" (MQTT-6.0.0-3/4), or "mqttv3.1" for MQTT 3.1 clients. A client that offers neither
  *   gets 400; one that offers none at all is accepted (lenient: some clients leave the header out).
- * - Binary frames only: a text frame closes the connection (MQTT-6.0.0-1).
- * - A WebSocket message is just bytes for the packet decoder, which streams: a packet may span several
- *   messages and one message may hold several packets (MQTT-6.0.0-2).
- *
- * Limits of `Deno.serve` in Deno 2.9.6, stated rather than worked around:
- * - It cannot request or verify client certificates, so `wss` with `require_client_cert` is refused at
- *   start-up (use an `mqtts` listener for mutual TLS).
- * - It cannot swap certificates in place, and `shutdown()` also closes upgraded WebSockets (code 1001),
- *   so a `wss` listener has no `reloadCertificates()`: a restart is needed to load new files.
- * - A WebSocket cannot be aborted: `close()` queues a close frame behind unsent data, so the socket of a
- *   peer that stopped reading stays open until that peer reads or its TCP connection dies. The transport
- *   reports itself closed after the flush timeout anyway, and the broker's `max_output_buffer` bounds what
- *   is queued before that.
- * - It has no header-read or idle timeout (denoland/deno#3515): a TCP connection that never sends its HTTP
- *   request is invisible to the broker, so the CONNECT timeout cannot close it (one was still open after
- *   70 s in a local test). `mqtt` and `mqtts` listeners do not have this hole.
+ * - Binary frames only: a text frame closes the connection with 1003 (MQTT-6.0.0-1). Client frames must be
+ *   masked (RFC 6455 §5.1). Pings are answered; a close frame is echoed.
+ * - Frames are streamed, never buffered whole: an MQTT packet may span frames and one frame may hold several
+ *   packets (MQTT-6.0.0-2); the packet decoder's size limit applies as for TCP.
  *
  * @module
  */
 
-import { OutputBuffer, worthKeeping } from "./output_buffer.ts";
-
 import type { Logger } from "../log.ts";
-import type { Transport } from "./connection.ts";
-import { bindError, ListenError, type ListenerSpec, type OpenListener } from "./listeners.ts";
-import { readTlsFiles } from "./tls.ts";
+import { acceptLoop, bindError, type ListenerSpec, type OpenListener } from "./listeners.ts";
+import type { ByteConn, Transport } from "./connection.ts";
+import { listenTls } from "./tls.ts";
 
 /** The WebSocket subprotocols accepted, in order of preference. */
 export const MQTT_SUBPROTOCOLS: readonly string[] = ["mqtt", "mqttv3.1"];
@@ -38,12 +32,12 @@ export const MQTT_SUBPROTOCOLS: readonly string[] = ["mqtt", "mqttv3.1"];
 /** Default HTTP path of the WebSocket endpoint. */
 export const DEFAULT_WEBSOCKET_PATH = "/mqtt";
 
-/**
- * Above this many received bytes the broker has not consumed yet (more than one message), the peer is
- * flooding a connection that is still authenticating: it is closed (1009 Message Too Big). WebSocket has
- * no flow control of its own, unlike a TCP read that simply stops.
- */
-const MAX_UNREAD_BYTES = 16 * 1024 * 1024;
+/** RFC 6455 §1.3. */
+const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/** Largest HTTP upgrade request accepted. */
+const MAX_REQUEST_BYTES = 8192;
+const RAW_BUFFER = 16 * 1024;
+const CLOSE_TIMEOUT_MS = 1000;
 
 /**
  * Picks the subprotocol for a `Sec-WebSocket-Protocol` request header: the first of
@@ -56,165 +50,283 @@ export function chooseSubprotocol(header: string | null): string | null | undefi
   return MQTT_SUBPROTOCOLS.find((p) => offered.includes(p));
 }
 
-/** A {@link Transport} over one server-side WebSocket. */
-export class WebSocketTransport implements Transport {
-  readonly remoteAddr: string;
-  onDrain?: () => void;
-  #ws: WebSocket;
-  #inbox: Uint8Array[] = [];
-  #inboxHead = 0;
-  #inboxBytes = 0;
-  #ended = false;
-  #wake?: () => void;
-  // Allocated on first write and given back when little is sent: an idle connection holds none.
-  #out = new OutputBuffer();
-  #scheduled = false;
-  #closed = false;
-  #closing = false;
-  #closeTimer?: ReturnType<typeof setTimeout>;
-  #flushCallback = () => this.#flush();
+const encoder = new TextEncoder();
 
-  /** Wraps `ws` (from `Deno.upgradeWebSocket`; it may still be connecting). */
-  constructor(ws: WebSocket, remoteAddr: string) {
-    this.#ws = ws;
-    this.remoteAddr = remoteAddr;
-    ws.binaryType = "arraybuffer";
-    ws.onopen = () => {
-      // Output queued before the handshake finished, or a close requested then.
-      if (this.#closing) this.#finishClose();
-      else if (this.#out.length > 0) this.#schedule();
-    };
-    ws.onmessage = (e: MessageEvent) => this.#receive(e.data);
-    ws.onclose = () => this.#destroyed();
-    ws.onerror = () => this.#destroyed();
+/** One server frame (unmasked, FIN set). */
+function frame(opcode: number, payload: Uint8Array): Uint8Array {
+  const n = payload.length;
+  const header = n < 126 ? 2 : n < 65536 ? 4 : 10;
+  const out = new Uint8Array(header + n);
+  out[0] = 0x80 | opcode;
+  if (n < 126) {
+    out[1] = n;
+  } else if (n < 65536) {
+    out[1] = 126;
+    out[2] = n >> 8;
+    out[3] = n & 0xff;
+  } else {
+    out[1] = 127;
+    new DataView(out.buffer).setUint32(6, n); // high 32 bits stay 0: output frames are far below 4 GiB
+  }
+  out.set(payload, header);
+  return out;
+}
+
+function closeFrame(code: number, reason = ""): Uint8Array {
+  const text = encoder.encode(reason).subarray(0, 123);
+  const payload = new Uint8Array(2 + text.length);
+  payload[0] = code >> 8;
+  payload[1] = code & 0xff;
+  payload.set(text, 2);
+  return frame(0x8, payload);
+}
+
+async function writeAll(conn: ByteConn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+}
+
+/** Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2). */
+async function acceptValue(key: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-1", encoder.encode(key + ACCEPT_GUID)));
+  return btoa(String.fromCharCode(...digest));
+}
+
+/**
+ * The server side of one WebSocket connection as a byte stream: `read()` yields the payload bytes of binary
+ * frames (after the HTTP upgrade, done on the first read), `write()` sends bytes as one binary frame.
+ */
+export class WebSocketConn implements ByteConn {
+  readonly remoteAddr: Deno.Addr;
+  #inner: ByteConn;
+  #path: string;
+  #state: "handshake" | "open" | "closed" = "handshake";
+  #raw = new Uint8Array(RAW_BUFFER);
+  #start = 0;
+  #end = 0;
+  /** Payload bytes left in the current data frame, and its masking key position. */
+  #left = 0;
+  #mask = new Uint8Array(4);
+  #maskPos = 0;
+  #writes: Promise<void> = Promise.resolve();
+  #innerClosed = false;
+
+  constructor(inner: ByteConn, path: string) {
+    this.#inner = inner;
+    this.#path = path;
+    this.remoteAddr = inner.remoteAddr;
   }
 
-  get pendingBytes(): number {
-    return this.#out.length + (this.#closed ? 0 : this.#ws.bufferedAmount);
-  }
-
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  #receive(data: unknown): void {
-    if (this.#ended) return;
-    if (!(data instanceof ArrayBuffer)) {
-      // MQTT-6.0.0-1: a text frame closes the network connection.
-      this.#abort(1003, "MQTT over WebSocket needs binary frames");
-      return;
-    }
-    if (this.#inbox.length - this.#inboxHead > 0 && this.#inboxBytes + data.byteLength > MAX_UNREAD_BYTES) {
-      this.#abort(1009, `more than ${MAX_UNREAD_BYTES} bytes received and not yet processed`);
-      return;
-    }
-    this.#inbox.push(new Uint8Array(data));
-    this.#inboxBytes += data.byteLength;
-    this.#notify();
-  }
-
-  #notify(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
-  }
-
-  async *chunks(): AsyncIterableIterator<Uint8Array> {
-    while (true) {
-      if (this.#inboxHead < this.#inbox.length) {
-        const chunk = this.#inbox[this.#inboxHead++];
-        this.#inboxBytes -= chunk.length;
-        if (this.#inboxHead === this.#inbox.length) {
-          this.#inbox = [];
-          this.#inboxHead = 0;
+  async read(p: Uint8Array): Promise<number | null> {
+    if (this.#state === "handshake" && !(await this.#handshake())) return null;
+    while (this.#state === "open") {
+      if (this.#left > 0) {
+        if (this.#end === this.#start && !(await this.#fill())) return null;
+        const n = Math.min(p.length, this.#left, this.#end - this.#start);
+        const raw = this.#raw;
+        const mask = this.#mask;
+        let m = this.#maskPos;
+        for (let i = 0; i < n; i++) {
+          p[i] = raw[this.#start + i] ^ mask[m];
+          m = (m + 1) & 3;
         }
-        yield chunk;
-        continue;
+        this.#maskPos = m;
+        this.#start += n;
+        this.#left -= n;
+        return n;
       }
-      if (this.#ended) return;
-      await new Promise<void>((resolve) => (this.#wake = resolve));
+      if (!(await this.#nextFrame())) return null;
     }
+    return null;
   }
 
-  #schedule(): void {
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      queueMicrotask(this.#flushCallback);
+  write(p: Uint8Array): Promise<number> {
+    if (this.#state !== "open") {
+      return Promise.reject(new Error(`WebSocket to ${this.#addr()} is not open`));
     }
+    const bytes = frame(0x2, p);
+    return this.#send(bytes).then(() => p.length);
   }
 
-  write(bytes: Uint8Array): void {
-    if (this.#closed) return;
-    this.#out.append(bytes);
-    this.#schedule();
+  close(): void {
+    if (this.#state === "open") this.#fail(1000, "");
+    else this.#closeInner();
   }
 
-  writeWithPacketId(bytes: Uint8Array, idOffset: number, packetId: number, dup: boolean): void {
-    if (this.#closed) return;
-    this.#out.appendWithPacketId(bytes, idOffset, packetId, dup);
-    this.#schedule();
+  #addr(): string {
+    const a = this.remoteAddr as Deno.NetAddr;
+    return `${a.hostname}:${a.port}`;
   }
 
-  /** Sends everything queued in this microtask as one binary message. */
-  #flush(): void {
-    this.#scheduled = false;
-    if (this.#closed || this.#out.length === 0 || this.#ws.readyState !== WebSocket.OPEN) return;
-    // A copy: the socket may still hold the message after send() returns, and #out is reused.
-    const frame = this.#out.data.slice(0, this.#out.length);
-    if (worthKeeping(this.#out.data, frame.length)) this.#out.length = 0;
-    else this.#out.clear();
+  /** Writes in order: frames from write(), pongs and close frames never interleave. */
+  #send(bytes: Uint8Array): Promise<void> {
+    const next = this.#writes.then(() => writeAll(this.#inner, bytes));
+    this.#writes = next.catch(() => {});
+    return next;
+  }
+
+  #closeInner(): void {
+    if (this.#innerClosed) return;
+    this.#innerClosed = true;
+    this.#state = "closed";
     try {
-      this.#ws.send(frame);
+      this.#inner.close();
     } catch {
-      this.#destroyed();
+      // already closed
     }
   }
 
-  close(flushTimeoutMs = 1000): void {
-    if (this.#closed || this.#closing) return;
-    this.#closing = true;
-    if (this.#ws.readyState === WebSocket.CONNECTING) {
-      // Finished by onopen; the timer covers a handshake that never completes.
-      this.#closeTimer = setTimeout(() => this.#destroyed(), flushTimeoutMs);
-      return;
-    }
-    this.#finishClose();
-    // A peer that stops reading must not count as connected forever (see the module comment).
-    if (!this.#closed) this.#closeTimer = setTimeout(() => this.#destroyed(), flushTimeoutMs);
+  /** Sends a close frame (bounded wait for a peer that does not read), then closes the socket. */
+  #fail(code: number, reason: string): false {
+    if (this.#state === "closed") return false;
+    this.#state = "closed";
+    const timer = setTimeout(() => this.#closeInner(), CLOSE_TIMEOUT_MS);
+    this.#send(closeFrame(code, reason)).catch(() => {}).finally(() => {
+      clearTimeout(timer);
+      this.#closeInner();
+    });
+    return false;
   }
 
-  #finishClose(): void {
-    this.#flush();
+  /** Reads more raw bytes; false at the end of the stream. */
+  async #fill(): Promise<boolean> {
+    if (this.#start > 0 && (this.#start === this.#end || this.#end === this.#raw.length)) {
+      this.#raw.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
+    if (this.#end === this.#raw.length) return false; // cannot happen: headers are far smaller
+    let n: number | null;
     try {
-      this.#ws.close(1000);
+      n = await this.#inner.read(this.#raw.subarray(this.#end));
     } catch {
-      this.#destroyed();
+      n = null;
     }
+    if (n === null) {
+      this.#closeInner();
+      return false;
+    }
+    this.#end += n;
+    return true;
   }
 
-  /** Closes because the peer broke the rules. */
-  #abort(code: number, reason: string): void {
-    this.#ended = true;
-    this.#inbox = [];
-    this.#inboxHead = 0;
-    this.#inboxBytes = 0;
-    this.#notify();
-    this.#closing = true;
-    try {
-      this.#ws.close(code, reason);
-    } catch {
-      // already closing
+  async #ensure(n: number): Promise<boolean> {
+    while (this.#end - this.#start < n) {
+      if (!(await this.#fill())) return false;
     }
+    return true;
   }
 
-  /** The socket is gone (closed by either side, or failed). */
-  #destroyed(): void {
-    this.#ended = true;
-    this.#notify();
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#out.clear();
-    if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
+  /** Parses the next frame header; handles control frames. False when the connection ended. */
+  async #nextFrame(): Promise<boolean> {
+    if (!(await this.#ensure(2))) return false;
+    const raw = this.#raw;
+    const b0 = raw[this.#start];
+    const b1 = raw[this.#start + 1];
+    const opcode = b0 & 0x0f;
+    let len = b1 & 0x7f;
+    const header = 2 + (len === 126 ? 2 : len === 127 ? 8 : 0) + 4;
+    if ((b0 & 0x70) !== 0) return this.#fail(1002, "reserved bits set");
+    if ((b1 & 0x80) === 0) return this.#fail(1002, "client frames must be masked");
+    if (!(await this.#ensure(header))) return false;
+    const view = new DataView(raw.buffer, this.#start, header);
+    if (len === 126) len = view.getUint16(2);
+    else if (len === 127) {
+      if (view.getUint32(2) > 0x1fffff) return this.#fail(1009, "frame too large");
+      len = view.getUint32(2) * 2 ** 32 + view.getUint32(6);
+    }
+    this.#mask.set(raw.subarray(this.#start + header - 4, this.#start + header));
+    this.#start += header;
+    this.#maskPos = 0;
+    if (opcode >= 0x8) {
+      if ((b0 & 0x80) === 0 || len > 125) return this.#fail(1002, "bad control frame");
+      if (!(await this.#ensure(len))) return false;
+      const payload = new Uint8Array(len);
+      for (let i = 0; i < len; i++) payload[i] = raw[this.#start + i] ^ this.#mask[i & 3];
+      this.#start += len;
+      if (opcode === 0x8) {
+        // Echo the close (RFC 6455 §5.5.1) and end.
+        const code = len >= 2 ? (payload[0] << 8) | payload[1] : 1000;
+        this.#fail(code === 1005 || code === 1006 || code < 1000 ? 1000 : code, "");
+        return false;
+      }
+      if (opcode === 0x9) this.#send(frame(0xa, payload)).catch(() => {});
+      else if (opcode !== 0xa) return this.#fail(1002, `unknown opcode ${opcode}`);
+      return true;
+    }
+    if (opcode === 0x1) return this.#fail(1003, "MQTT over WebSocket needs binary frames");
+    if (opcode !== 0x2 && opcode !== 0x0) return this.#fail(1002, `unknown opcode ${opcode}`);
+    this.#left = len;
+    return true;
+  }
+
+  /** Reads and answers the HTTP upgrade request (RFC 6455 §4.2). False when it was refused. */
+  async #handshake(): Promise<boolean> {
+    let headerEnd = -1;
+    while (headerEnd < 0) {
+      const text = this.#raw.subarray(this.#start, this.#end);
+      for (let i = 3; i < text.length; i++) {
+        if (text[i] === 10 && text[i - 1] === 13 && text[i - 2] === 10 && text[i - 3] === 13) {
+          headerEnd = this.#start + i + 1;
+          break;
+        }
+      }
+      if (headerEnd >= 0) break;
+      if (this.#end - this.#start >= MAX_REQUEST_BYTES) return this.#refuse(431, "request header too large");
+      if (!(await this.#fill())) return false;
+    }
+    const request = new TextDecoder("latin1").decode(this.#raw.subarray(this.#start, headerEnd));
+    this.#start = headerEnd; // what follows is already WebSocket frames
+    const [requestLine, ...lines] = request.split("\r\n");
+    const [method, target] = requestLine.split(" ");
+    const headers = new Map<string, string>();
+    for (const line of lines) {
+      const colon = line.indexOf(":");
+      if (colon > 0) headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+    }
+    if ((target ?? "").split("?")[0] !== this.#path) return this.#refuse(404, "not found");
+    if (method !== "GET" || headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return this.#refuse(426, `MQTT over WebSocket: upgrade to websocket with subprotocol "mqtt"`, {
+        upgrade: "websocket",
+      });
+    }
+    const key = headers.get("sec-websocket-key");
+    if (key === undefined || key === "") return this.#refuse(400, "missing Sec-WebSocket-Key");
+    const offered = headers.get("sec-websocket-protocol") ?? null;
+    const protocol = chooseSubprotocol(offered);
+    if (protocol === undefined) {
+      return this.#refuse(
+        400,
+        `unsupported WebSocket subprotocol "${offered}"; expected "mqtt" or "mqttv3.1"`,
+      );
+    }
+    let response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      `Sec-WebSocket-Accept: ${await acceptValue(key)}\r\n`;
+    if (protocol !== null) response += `Sec-WebSocket-Protocol: ${protocol}\r\n`;
+    this.#state = "open";
+    this.#send(encoder.encode(response + "\r\n")).catch(() => this.#closeInner());
+    return true;
+  }
+
+  #refuse(status: number, text: string, extra: Record<string, string> = {}): false {
+    const reasons: Record<number, string> = {
+      400: "Bad Request",
+      404: "Not Found",
+      426: "Upgrade Required",
+      431: "Request Header Fields Too Large",
+    };
+    const body = encoder.encode(text + "\n");
+    let head = `HTTP/1.1 ${status} ${reasons[status]}\r\nContent-Type: text/plain\r\n` +
+      `Content-Length: ${body.length}\r\nConnection: close\r\n`;
+    for (const [name, value] of Object.entries(extra)) head += `${name}: ${value}\r\n`;
+    const bytes = new Uint8Array([...encoder.encode(head + "\r\n"), ...body]);
+    this.#state = "closed";
+    const timer = setTimeout(() => this.#closeInner(), CLOSE_TIMEOUT_MS);
+    this.#send(bytes).catch(() => {}).finally(() => {
+      clearTimeout(timer);
+      this.#closeInner();
+    });
+    return false;
   }
 }
 
@@ -228,75 +340,18 @@ export async function listenWebSocket(
   logger: Logger,
 ): Promise<OpenListener> {
   const path = spec.path ?? DEFAULT_WEBSOCKET_PATH;
-  let pem: { cert: string; key: string } | undefined;
-  if (spec.type === "wss") {
-    if (spec.require_client_cert) {
-      throw new ListenError(
-        `wss listener ${spec.host}:${spec.port}: require_client_cert is not supported: Deno.serve cannot ` +
-          `request or verify client certificates; use an mqtts listener for mutual TLS`,
-      );
-    }
-    const files = await readTlsFiles(spec);
-    pem = { cert: files.cert, key: files.key };
-  }
-  const handler = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response => {
-    if (new URL(req.url).pathname !== path) return new Response("not found\n", { status: 404 });
-    if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return new Response(`MQTT over WebSocket: upgrade to websocket with subprotocol "mqtt"\n`, {
-        status: 426,
-        headers: { upgrade: "websocket" },
-      });
-    }
-    const offered = req.headers.get("sec-websocket-protocol");
-    const protocol = chooseSubprotocol(offered);
-    if (protocol === undefined) {
-      return new Response(`unsupported WebSocket subprotocol "${offered}"; expected "mqtt" or "mqttv3.1"\n`, {
-        status: 400,
-      });
-    }
-    // Read before the upgrade: afterwards the request is gone and remoteAddr throws "Request closed".
-    const remote = info.remoteAddr;
-    let upgraded: { socket: WebSocket; response: Response };
-    try {
-      upgraded = Deno.upgradeWebSocket(req, protocol === null ? {} : { protocol });
-    } catch (err) {
-      return new Response(`bad WebSocket upgrade: ${(err as Error).message}\n`, { status: 400 });
-    }
-    const transport = new WebSocketTransport(upgraded.socket, `${remote.hostname}:${remote.port}`);
-    try {
-      onTransport(transport);
-    } catch (err) {
-      // The upgrade response must still be returned; the socket closes once open.
-      logger.warn("could not set up connection", { error: String(err) });
-      transport.close();
-    }
-    return upgraded.response;
-  };
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  const wrap = (conn: ByteConn): ByteConn => new WebSocketConn(conn, path);
+  if (spec.type === "wss") return await listenTls(spec, onTransport, logger, { wrap });
+  let listener: Deno.Listener;
   try {
-    server = Deno.serve({
-      hostname: spec.host,
-      port: spec.port,
-      ...pem,
-      // Without onListen, Deno.serve prints its own "Listening on" line to stdout.
-      onListen: () => {},
-      onError: (err) => {
-        logger.warn("WebSocket listener request failed", { error: String(err) });
-        return new Response("internal error\n", { status: 500 });
-      },
-    }, handler);
+    listener = Deno.listen({ hostname: spec.host, port: spec.port, transport: "tcp" });
   } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse || err instanceof Deno.errors.PermissionDenied || !pem) {
-      throw bindError(spec, err);
-    }
-    throw new ListenError(
-      `wss listener ${spec.host}:${spec.port}: cannot use cert_file ${spec.cert_file} with key_file ` +
-        `${spec.key_file}: ${(err as Error).message}`,
-    );
+    throw bindError(spec, err);
   }
-  const addr = server.addr;
+  const addr = listener.addr as Deno.NetAddr;
+  acceptLoop(listener, onTransport, logger, spec, wrap);
   return {
     info: { type: spec.type, host: addr.hostname, port: addr.port },
-    close: () => server.shutdown(),
+    close: () => listener.close(),
   };
 }

@@ -10,7 +10,7 @@ import { encode } from "../../src/mqtt/encode.ts";
 import type { ConnackPacket, Packet, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
 import { chooseSubprotocol } from "../../src/transport/websocket.ts";
 import { collect, mqttConnect, mqttEnd, startBroker, td, te, type TestBroker, waitFor } from "../helpers.ts";
-import { sharedPki } from "./certs.ts";
+import { CLIENT_CN, sharedPki } from "./certs.ts";
 
 const WS: ListenerConfig = { type: "ws", host: "127.0.0.1", port: 0 };
 
@@ -257,22 +257,50 @@ Deno.test("wss: MQTT.js over TLS WebSocket with the generated certificate", asyn
   }
 });
 
-Deno.test("wss: require_client_cert is refused at start-up with a reason (Deno.serve cannot verify clients)", async () => {
+Deno.test("wss: mutual TLS refuses a client without a certificate and maps the CN to the username", async () => {
   const pki = await sharedPki();
-  await assert.rejects(
-    startBroker({
-      listeners: [{
-        type: "wss",
-        host: "127.0.0.1",
-        port: 0,
-        cert_file: pki.serverCert,
-        key_file: pki.serverKey,
-        ca_file: pki.caCert,
-        require_client_cert: true,
-      }],
-    }),
-    /require_client_cert is not supported/,
-  );
+  const b = await startBroker({
+    listeners: [{
+      type: "wss",
+      host: "127.0.0.1",
+      port: 0,
+      cert_file: pki.serverCert,
+      key_file: pki.serverKey,
+      ca_file: pki.caCert,
+      require_client_cert: true,
+      use_cn_as_username: true,
+    }],
+  });
+  try {
+    const url = `wss://127.0.0.1:${portOf(b, "wss")}/mqtt`;
+    const ca = pki.read(pki.caCert);
+    await assert.rejects(mqttConnect(url, { ca, clientId: "no-cert", connectTimeout: 2000 }));
+    const c = await mqttConnect(url, {
+      ca,
+      cert: pki.read(pki.clientCert),
+      key: pki.read(pki.clientKey),
+      clientId: "with-cert",
+    });
+    assert.equal(b.broker.clients.get("with-cert")?.username, CLIENT_CN);
+    await mqttEnd(c);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("ws: a TCP connection that never sends its HTTP upgrade is closed by the connect timeout", async () => {
+  const b = await startBroker({ server: { connect_timeout: 1 }, listeners: [WS] });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: portOf(b, "ws") });
+    await waitFor(() => b.broker.connections.size === 1, "the connection is counted");
+    const buf = new Uint8Array(16);
+    const n = await conn.read(buf); // the broker closes it: end of stream
+    assert.equal(n, null);
+    await waitFor(() => b.broker.connections.size === 0, "the connection is gone");
+    conn.close();
+  } finally {
+    await b.stop();
+  }
 });
 
 Deno.test("ws / wss: a port in use or a broken key pair fails start-up with a clear message", async () => {
