@@ -9,7 +9,7 @@
  * @module
  */
 
-import { encodePublish, publishPacketIdOffset } from "../mqtt/encode.ts";
+import { encodePublish } from "../mqtt/encode.ts";
 import type { Properties, PublishPacket, QoS } from "../mqtt/types.ts";
 import type { StoredMessage } from "../store/store.ts";
 
@@ -80,7 +80,7 @@ function buildPacket(
 
 /**
  * The encoded PUBLISH for a delivery without per-subscriber extras, cached on the message. The packet id
- * (if any) is a placeholder: write it with `Transport.writeWithPacketId` at {@link packetIdOffset}.
+ * (if any) is a placeholder: write it with `Transport.writeWithPacketId` at `publishPacketIdOffset` (src/mqtt/encode.ts).
  */
 export function encodeShared(
   msg: Message,
@@ -120,6 +120,3 @@ export function encodeWithExtras(
   packet.properties = props;
   return encodePublish(packet, 5);
 }
-
-/** Offset of the packet id inside an encoded PUBLISH with QoS > 0. */
-export const packetIdOffset: (bytes: Uint8Array) => number = publishPacketIdOffset;

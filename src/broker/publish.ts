@@ -10,7 +10,6 @@
  */
 
 import { ReasonCode } from "../mqtt/reason_codes.ts";
-import { slabAlloc } from "../mqtt/slab.ts";
 import { isValidTopicName } from "../mqtt/topic.ts";
 import type { AckPacket, PublishPacket } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
@@ -30,16 +29,6 @@ function isValidUtf8(payload: Uint8Array): boolean {
   }
 }
 
-/** Encodes a 4-byte ack (PUBACK/PUBREC/PUBREL/PUBCOMP) with no reason code. */
-function shortAck(type: number, packetId: number): Uint8Array {
-  const b = slabAlloc(4);
-  b[0] = (type << 4) | (type === 6 ? 0x02 : 0);
-  b[1] = 2;
-  b[2] = packetId >> 8;
-  b[3] = packetId & 0xff;
-  return b;
-}
-
 /** Sends an ack, with an MQTT 5 reason code when it is not success; after commit when needed. */
 function ack(
   broker: Broker,
@@ -48,10 +37,8 @@ function ack(
   packetId: number,
   reasonCode: number,
 ): void {
-  const bytes = client.version === 5 && reasonCode !== 0
-    ? broker.encodeFor(client, { type, packetId, reasonCode } as AckPacket)
-    : shortAck(type, packetId);
-  broker.sendAfterCommit(client, bytes, type);
+  // The codec writes the 4-byte short form when the reason code is 0 or the client is not MQTT 5.
+  broker.sendAfterCommit(client, broker.encodeFor(client, { type, packetId, reasonCode } as AckPacket), type);
 }
 
 /** Handles a PUBLISH from a client. */
@@ -220,7 +207,7 @@ export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void
     entry.state = "pubrel";
     if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
   }
-  client.sendBytes(shortAck(6, p.packetId), 6);
+  client.send({ type: 6, packetId: p.packetId });
 }
 
 /** PUBCOMP from the client: the outbound QoS 2 exchange is complete. */

@@ -8,12 +8,13 @@
  * @module
  */
 
+import { publishPacketIdOffset } from "../mqtt/encode.ts";
 import { ownCopy } from "../mqtt/slab.ts";
 import type { QoS } from "../mqtt/types.ts";
 import type { SubscriptionRecord } from "../store/store.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
-import { encodeShared, encodeWithExtras, type Message, packetIdOffset } from "./message.ts";
+import { encodeShared, encodeWithExtras, type Message } from "./message.ts";
 import type { OutEntry, Session } from "./session.ts";
 import type { SharedGroup } from "./topic_tree.ts";
 
@@ -338,7 +339,7 @@ export function sendPublish(
   // The alias exists for the client only once a PUBLISH setting it was sent (§3.3.2.3.4).
   if (newAlias !== undefined) client.aliasesOut!.set(msg.topic, newAlias);
   if (qos === 0) transport.write(bytes);
-  else transport.writeWithPacketId(bytes, packetIdOffset(bytes), packetId, dup);
+  else transport.writeWithPacketId(bytes, publishPacketIdOffset(bytes), packetId, dup);
   metrics.publishSent++;
   metrics.packetsSent[3]++;
   metrics.bytesSent += bytes.length;
