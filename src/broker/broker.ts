@@ -30,7 +30,7 @@ import { handlePuback, handlePubcomp, handlePublish, handlePubrec, handlePubrel 
 import { restore } from "./restore.ts";
 import { RetainedStore } from "./retained.ts";
 import { deliverShared, route } from "./routing.ts";
-import type { Session } from "./session.ts";
+import type { OutEntry, Session } from "./session.ts";
 import { handleSubscribe, handleUnsubscribe } from "./subscribe.ts";
 import { SysPublisher } from "./sys.ts";
 import { TopicTree } from "./topic_tree.ts";
@@ -243,21 +243,21 @@ export class Broker {
    * keep their order (§4.6). Without pending writes it is sent at once.
    */
   sendAfterCommit(client: Client, bytes: Uint8Array, type: number): void {
-    if (this.#opsSinceFlush === 0 && client.pendingAcks.length === 0) {
+    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) {
       client.sendBytes(bytes, type);
       return;
     }
-    client.pendingAcks.push(bytes);
+    (client.pendingAcks ??= []).push(bytes);
     this.#waitForCommit(client);
   }
 
   /** Runs `fn` after the acks queued before it were sent. */
   runAfterCommit(client: Client, fn: () => void): void {
-    if (this.#opsSinceFlush === 0 && client.pendingAcks.length === 0) {
+    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) {
       fn();
       return;
     }
-    (client.pendingAcks as Deferred[]).push(fn);
+    ((client.pendingAcks ??= []) as Deferred[]).push(fn);
     this.#waitForCommit(client);
   }
 
@@ -269,8 +269,8 @@ export class Broker {
   #waitForCommit(client: Client): void {
     this.#opsSinceFlush = 0;
     const promise = this.store.flush();
-    const target = client.ackBase + client.pendingAcks.length;
-    const waiters = client.ackWaiters;
+    const target = client.ackBase + client.pendingAcks!.length;
+    const waiters = client.ackWaiters ??= [];
     const last = waiters[waiters.length - 1];
     if (last !== undefined && !last.done && client.ackPromise === promise) {
       last.target = target; // same batch: it covers these acks too
@@ -285,8 +285,8 @@ export class Broker {
         this.#releaseAcks(client);
       },
       (err) => {
-        client.ackWaiters = [];
-        client.pendingAcks = [];
+        client.ackWaiters = undefined;
+        client.pendingAcks = undefined;
         this.logger.error("store commit failed, closing the connection so the client resends", {
           client_id: client.clientId,
           error: err instanceof Error ? err.message : String(err),
@@ -298,11 +298,14 @@ export class Broker {
 
   #releaseAcks(client: Client): void {
     const waiters = client.ackWaiters;
+    if (waiters === undefined) return; // the commit failed and the connection is closing
     while (waiters.length > 0 && waiters[0].done) {
       const { target } = waiters.shift()!;
       const n = target - client.ackBase;
       if (n <= 0) continue;
-      const list = client.pendingAcks.splice(0, n) as Deferred[];
+      const pending = client.pendingAcks!;
+      const list = pending.splice(0, n) as Deferred[];
+      if (pending.length === 0) client.pendingAcks = undefined;
       client.ackBase += n;
       if (client.state === "closed") continue;
       for (const item of list) {
@@ -310,6 +313,7 @@ export class Broker {
         else client.sendBytes(item, item[0] >> 4);
       }
     }
+    if (waiters.length === 0 && client.ackWaiters === waiters) client.ackWaiters = undefined;
   }
 
   /** Stores or clears the retained message of a topic (§3.3.1.3). */
@@ -384,10 +388,10 @@ export class Broker {
    * the group (§4.8.2).
    */
   #redistributeShared(session: Session): void {
-    const moved: Session["queue"] = [];
+    const moved: OutEntry[] = [];
     for (const [id, entry] of session.inflight) {
       if (entry.share && entry.state === "publish") {
-        session.inflight.delete(id);
+        session.deleteInflight(id);
         moved.push(entry);
       }
     }
@@ -422,8 +426,7 @@ export class Broker {
     for (const entry of [...session.inflight.values(), ...session.drainQueue()]) {
       if (entry.share && entry.state !== "pubrel") deliverShared(this, entry.share, entry.msg, session);
     }
-    session.subscriptions.clear();
-    session.inflight.clear();
+    session.clearSubscriptionsAndInflight();
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
     if (session.persistent || !connectionEnded) {
       this.persist({ op: "session.delete", clientId: session.clientId });

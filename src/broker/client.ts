@@ -44,12 +44,15 @@ export class Client {
   aliasOutMax = 0;
   /** Inbound QoS 1/2 PUBLISHes not yet acknowledged, for our Receive Maximum (§4.9). */
   inboundUnacked = 0;
-  /** Acks waiting for the store to commit what their PUBLISH caused, in arrival order (§4.6). */
-  pendingAcks: (Uint8Array | (() => void))[] = [];
+  /**
+   * Acks waiting for the store to commit what their PUBLISH caused, in arrival order (§4.6); undefined
+   * when none wait (idle connections hold no arrays).
+   */
+  pendingAcks?: (Uint8Array | (() => void))[];
   /** Absolute index of `pendingAcks[0]` (acks released so far). */
   ackBase = 0;
   /** Commit waits in registration order; each releases acks up to its absolute `target`. */
-  ackWaiters: { target: number; done: boolean }[] = [];
+  ackWaiters?: { target: number; done: boolean }[];
   /** The store promise the newest waiter waits on. */
   ackPromise?: Promise<void>;
   /** MQTT 5 Request Problem Information: false means no Reason String on most packets. */
@@ -76,49 +79,72 @@ export class Client {
     return this.state === "closed";
   }
 
-  /** Reads and handles packets until the connection ends. Never throws. */
+  /**
+   * Reads and handles packets until the connection ends. Never throws. While the connection is idle this
+   * frame is what stays suspended, so it is kept small: the work per chunk is in {@link receive}.
+   */
   async run(): Promise<void> {
-    const broker = this.broker;
-    const metrics = broker.metrics;
     try {
       for await (const chunk of this.transport.chunks()) {
-        this.lastRead = Date.now();
-        metrics.bytesReceived += chunk.length;
-        this.decoder.push(chunk);
-        let packet: Packet | null;
-        while (this.state !== "closed" && (packet = this.decoder.next()) !== null) {
-          metrics.packetsReceived[packet.type]++;
-          // Only CONNECT handling awaits (authentication); later packets wait for it.
-          if (packet.type === 1) await broker.handlePacket(this, packet);
-          else broker.handlePacket(this, packet);
-        }
+        const wait = this.receive(chunk);
+        if (wait !== undefined) await wait;
         if (this.state === "closed") break;
-        const slow = this.waitForDrain;
-        if (slow !== undefined) {
-          // Stop reading this publisher until the subscriber it overfilled catches up (bounded wait).
-          this.waitForDrain = undefined;
-          await slow.whenDrained(1000);
-        }
       }
       if (this.state !== "closed") this.closeReason ||= "connection closed by peer";
     } catch (err) {
-      if (err instanceof MqttError) {
-        if (this.state === "connecting" && err.reasonCode === ReasonCode.UnsupportedProtocolVersion) {
-          // §3.1.2.2: answer an unknown protocol level with return code 1 in the 3.1.1 CONNACK format.
-          this.transport.write(UNACCEPTABLE_PROTOCOL_CONNACK);
-        }
-        this.disconnect(err.reasonCode, err.message);
-      } else {
-        broker.logger.error("connection handler failed", {
-          client_id: this.clientId || undefined,
-          addr: this.transport.remoteAddr,
-          error: err instanceof Error ? (err.stack ?? err.message) : String(err),
-        });
-        this.disconnect(ReasonCode.ImplementationSpecificError, "internal error");
-      }
+      this.#failed(err);
     } finally {
       this.close(this.closeReason || "connection closed");
     }
+  }
+
+  /** The handler threw: a protocol error closes with its reason code, anything else is our bug. */
+  #failed(err: unknown): void {
+    if (err instanceof MqttError) {
+      if (this.state === "connecting" && err.reasonCode === ReasonCode.UnsupportedProtocolVersion) {
+        // §3.1.2.2: answer an unknown protocol level with return code 1 in the 3.1.1 CONNACK format.
+        this.transport.write(UNACCEPTABLE_PROTOCOL_CONNACK);
+      }
+      this.disconnect(err.reasonCode, err.message);
+    } else {
+      this.broker.logger.error("connection handler failed", {
+        client_id: this.clientId || undefined,
+        addr: this.transport.remoteAddr,
+        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      });
+      this.disconnect(ReasonCode.ImplementationSpecificError, "internal error");
+    }
+  }
+
+  /** Decodes and handles the packets in `chunk`; a promise when handling must finish before reading on. */
+  receive(chunk: Uint8Array): Promise<void> | undefined {
+    this.lastRead = Date.now();
+    this.broker.metrics.bytesReceived += chunk.length;
+    this.decoder.push(chunk);
+    return this.#handlePackets();
+  }
+
+  #handlePackets(): Promise<void> | undefined {
+    const broker = this.broker;
+    const counts = broker.metrics.packetsReceived;
+    let packet: Packet | null;
+    while (this.state !== "closed" && (packet = this.decoder.next()) !== null) {
+      counts[packet.type]++;
+      // Only CONNECT handling waits (authentication); the packets after it in the chunk wait for it.
+      if (packet.type === 1) {
+        const connecting = broker.handlePacket(this, packet);
+        if (connecting !== undefined) return connecting.then(() => this.#handlePackets());
+      } else {
+        broker.handlePacket(this, packet);
+      }
+    }
+    const slow = this.waitForDrain;
+    if (slow !== undefined && this.state !== "closed") {
+      // Stop reading this publisher until the subscriber it overfilled catches up (bounded wait).
+      this.waitForDrain = undefined;
+      return slow.whenDrained(1000);
+    }
+    return undefined;
   }
 
   /** Encodes and queues a packet (not for the PUBLISH fast path). */

@@ -149,7 +149,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
     ack(broker, client, 4, p.packetId!, reasonCode);
   } else if (qos === 2) {
     if (reasonCode < 0x80) {
-      session.incoming.add(p.packetId!);
+      session.addIncoming(p.packetId!);
       if (session.persistent) {
         broker.persist({ op: "incoming.put", clientId: session.clientId, packetId: p.packetId! });
       }
@@ -163,7 +163,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
 /** PUBREL from the client: the inbound QoS 2 exchange completes (§4.3.3). */
 export function handlePubrel(broker: Broker, client: Client, p: AckPacket): void {
   const session = client.session!;
-  if (session.incoming.delete(p.packetId)) {
+  if (session.deleteIncoming(p.packetId)) {
     client.inboundUnacked = Math.max(0, client.inboundUnacked - 1);
     if (session.persistent) {
       broker.persist({ op: "incoming.delete", clientId: session.clientId, packetId: p.packetId });
@@ -179,11 +179,11 @@ export function handlePuback(broker: Broker, client: Client, p: AckPacket): void
   const session = client.session!;
   const entry = session.inflight.get(p.packetId);
   if (entry === undefined || entry.qos !== 1) return; // unknown id: nothing to release (§4.3.2)
-  session.inflight.delete(p.packetId);
+  session.deleteInflight(p.packetId);
   if (session.persistent) {
     broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
   }
-  if (session.queueHead < session.queue.length) pump(broker, session);
+  if (session.queuedCount > 0) pump(broker, session);
 }
 
 /** PUBREC from the client: answer PUBREL, keep the packet id until PUBCOMP. */
@@ -196,7 +196,7 @@ export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void
   }
   if ((p.reasonCode ?? 0) >= 0x80) {
     // The receiver refused the message: the exchange ends here (§4.3.3).
-    session.inflight.delete(p.packetId);
+    session.deleteInflight(p.packetId);
     if (session.persistent) {
       broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
     }
@@ -215,9 +215,9 @@ export function handlePubcomp(broker: Broker, client: Client, p: AckPacket): voi
   const session = client.session!;
   const entry = session.inflight.get(p.packetId);
   if (entry === undefined || entry.state !== "pubrel") return;
-  session.inflight.delete(p.packetId);
+  session.deleteInflight(p.packetId);
   if (session.persistent) {
     broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
   }
-  if (session.queueHead < session.queue.length) pump(broker, session);
+  if (session.queuedCount > 0) pump(broker, session);
 }

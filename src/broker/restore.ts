@@ -43,7 +43,7 @@ export async function restore(broker: Broker): Promise<void> {
     // Time offline counts from the last disconnect, or from now if the broker stopped while connected.
     session.disconnectedAt = record.disconnectedAt ?? now;
     for (const sub of record.subscriptions) {
-      session.subscriptions.set(sub.filter, sub);
+      session.setSubscription(sub.filter, sub);
       broker.tree.add(session, sub, parseSharedFilter(sub.filter) ?? undefined);
     }
     broker.sessions.set(record.clientId, session);
@@ -88,13 +88,13 @@ export async function restore(broker: Broker): Promise<void> {
       entry.state = record.state === "pubrel" ? "pubrel" : "queued";
       if (entry.state === "queued") session.enqueue(entry);
     } else {
-      session.inflight.set(record.packetId, entry);
+      session.setInflight(record.packetId, entry);
     }
     messages++;
   }
   for (const { clientId, packetId } of state.incoming) {
     const session = broker.sessions.get(clientId);
-    if (session) session.incoming.add(packetId);
+    if (session) session.addIncoming(packetId);
     else broker.persist({ op: "incoming.delete", clientId, packetId });
   }
   if (broker.pendingWrites) await broker.store.flush();

@@ -242,7 +242,7 @@ function startSending(
     }
     return;
   }
-  session.inflight.set(entry.packetId, entry);
+  session.setInflight(entry.packetId, entry);
   // A QoS 1 message moving from the queue into flight keeps its stored "queued" record: after a crash it is
   // resent with a new packet id, which at-least-once allows, and one write per message is saved. QoS 2
   // must keep its packet id across a restart (exactly once, §4.3.3), so its state change is stored.

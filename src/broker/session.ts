@@ -28,6 +28,12 @@ export interface OutEntry {
   share?: SharedGroup<Session>;
 }
 
+const NO_SUBSCRIPTIONS: ReadonlyMap<string, SubscriptionRecord> = new Map();
+const NO_INFLIGHT: ReadonlyMap<number, OutEntry> = new Map();
+const NO_INCOMING: ReadonlySet<number> = new Set();
+/** The empty queue; never written to (enqueue replaces it first). */
+const NO_ENTRIES: OutEntry[] = [];
+
 /** Session Expiry Interval meaning "never expires" (§3.1.2.11.2). */
 export const NEVER_EXPIRES = 0xffffffff;
 
@@ -35,16 +41,15 @@ export const NEVER_EXPIRES = 0xffffffff;
 export class Session {
   /** The connected client, if any. */
   client?: Client;
-  /** Subscriptions by the filter string the client sent (including `$share/...`). */
-  readonly subscriptions = new Map<string, SubscriptionRecord>();
-  /** Outbound messages sent and awaiting acknowledgement, by packet id. */
-  readonly inflight = new Map<number, OutEntry>();
+  // The collections below are created on first use and shared empty ones are read until then: most
+  // connections are idle most of the time, and three empty Maps/Sets cost ~0.5 KiB per connection.
+  #subscriptions?: Map<string, SubscriptionRecord>;
+  #inflight?: Map<number, OutEntry>;
+  #incoming?: Set<number>;
   /** Outbound messages waiting for the in-flight window or for the client to come back, in order. */
-  queue: OutEntry[] = [];
-  queueHead = 0;
+  #queue: OutEntry[] = NO_ENTRIES;
+  #queueHead = 0;
   queuedBytes = 0;
-  /** Inbound QoS 2 packet ids whose PUBREC was sent, awaiting PUBREL (§4.3.3). */
-  readonly incoming = new Set<number>();
   /**
    * Next outbound sequence number (orders records in the store). It starts from the clock (microseconds)
    * so numbers never repeat across restarts, even after the records that held the highest ones are gone.
@@ -72,39 +77,92 @@ export class Session {
     return this.expiryInterval > 0;
   }
 
+  /** Subscriptions by the filter string the client sent (including `$share/...`). */
+  get subscriptions(): ReadonlyMap<string, SubscriptionRecord> {
+    return this.#subscriptions ?? NO_SUBSCRIPTIONS;
+  }
+
+  /** Adds or replaces a subscription. */
+  setSubscription(filter: string, sub: SubscriptionRecord): void {
+    (this.#subscriptions ??= new Map()).set(filter, sub);
+  }
+
+  /** Removes a subscription; true when there was one. */
+  deleteSubscription(filter: string): boolean {
+    return this.#subscriptions?.delete(filter) ?? false;
+  }
+
+  /** Outbound messages sent and awaiting acknowledgement, by packet id. */
+  get inflight(): ReadonlyMap<number, OutEntry> {
+    return this.#inflight ?? NO_INFLIGHT;
+  }
+
+  /** Records an outbound message as in flight under its packet id. */
+  setInflight(packetId: number, entry: OutEntry): void {
+    (this.#inflight ??= new Map()).set(packetId, entry);
+  }
+
+  /** Forgets the in-flight message with `packetId` (acknowledged or moved elsewhere). */
+  deleteInflight(packetId: number): void {
+    this.#inflight?.delete(packetId);
+  }
+
+  /** Inbound QoS 2 packet ids whose PUBREC was sent, awaiting PUBREL (§4.3.3). */
+  get incoming(): ReadonlySet<number> {
+    return this.#incoming ?? NO_INCOMING;
+  }
+
+  /** Remembers an inbound QoS 2 packet id until its PUBREL. */
+  addIncoming(packetId: number): void {
+    (this.#incoming ??= new Set()).add(packetId);
+  }
+
+  /** Forgets an inbound QoS 2 packet id; true when it was known. */
+  deleteIncoming(packetId: number): boolean {
+    return this.#incoming?.delete(packetId) ?? false;
+  }
+
+  /** Drops subscriptions and in-flight messages (session end). */
+  clearSubscriptionsAndInflight(): void {
+    this.#subscriptions = undefined;
+    this.#inflight = undefined;
+  }
+
   /** Number of queued (not yet sent) messages. */
   get queuedCount(): number {
-    return this.queue.length - this.queueHead;
+    return this.#queue.length - this.#queueHead;
   }
 
   /** Appends an entry to the queue. */
   enqueue(entry: OutEntry): void {
-    this.queue.push(entry);
+    if (this.#queue === NO_ENTRIES) this.#queue = [];
+    this.#queue.push(entry);
     this.queuedBytes += entry.msg.payload.length;
   }
 
   /** Removes and returns the oldest queued entry. */
   dequeue(): OutEntry | undefined {
-    if (this.queueHead >= this.queue.length) return undefined;
-    const entry = this.queue[this.queueHead];
-    this.queue[this.queueHead++] = undefined as unknown as OutEntry;
+    const queue = this.#queue;
+    if (this.#queueHead >= queue.length) return undefined;
+    const entry = queue[this.#queueHead];
+    queue[this.#queueHead++] = undefined as unknown as OutEntry;
     this.queuedBytes -= entry.msg.payload.length;
     // Compact now and then so the array does not grow forever.
-    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.queueHead);
-      this.queueHead = 0;
-    } else if (this.queueHead === this.queue.length) {
-      this.queue.length = 0;
-      this.queueHead = 0;
+    if (this.#queueHead > 1024 && this.#queueHead * 2 > queue.length) {
+      this.#queue = queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    } else if (this.#queueHead === queue.length) {
+      this.#queue = NO_ENTRIES;
+      this.#queueHead = 0;
     }
     return entry;
   }
 
   /** Takes every queued entry out (for shared-subscription redelivery or session end). */
   drainQueue(): OutEntry[] {
-    const all = this.queue.slice(this.queueHead);
-    this.queue = [];
-    this.queueHead = 0;
+    const all = this.#queue.slice(this.#queueHead);
+    this.#queue = NO_ENTRIES;
+    this.#queueHead = 0;
     this.queuedBytes = 0;
     return all;
   }

@@ -49,7 +49,7 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
       subscriptionId,
     };
     const existed = broker.tree.add(session, sub, share);
-    session.subscriptions.set(filter, sub);
+    session.setSubscription(filter, sub);
     codes.push(qos);
     // Retained messages: never to shared subscriptions (§4.8.2); Retain Handling 1 = only when new (§3.8.3.1).
     if (
@@ -100,7 +100,7 @@ export function handleUnsubscribe(broker: Broker, client: Client, p: Unsubscribe
   const codes: number[] = [];
   for (const filter of p.topicFilters) {
     const share = parseSharedFilter(filter) ?? undefined;
-    const removed = session.subscriptions.delete(filter);
+    const removed = session.deleteSubscription(filter);
     if (removed) broker.tree.remove(session, filter, share);
     codes.push(removed ? ReasonCode.Success : ReasonCode.NoSubscriptionExisted);
   }

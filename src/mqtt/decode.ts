@@ -383,6 +383,8 @@ export function decodePacket(bytes: Uint8Array, version: ProtocolVersion): Packe
 /** Largest internal buffer kept between packets; bigger ones are dropped after use to bound memory. */
 const KEEP_BUFFER = 64 * 1024;
 const EMPTY = new Uint8Array(0);
+/** Decoding is synchronous and never re-entered, so every decoder shares one Reader. */
+const READER = new Reader(EMPTY);
 
 /**
  * Streaming decoder for one connection. Push each chunk read from the socket, then call {@link next} until it
@@ -401,7 +403,6 @@ export class PacketDecoder {
   /** Largest accepted packet in bytes; checked as soon as the Remaining Length is known (0x95). */
   maxPacketSize: number;
 
-  #reader = new Reader();
   /** The last pushed chunk and the position of its first unconsumed byte. */
   #chunk: Uint8Array = EMPTY;
   #chunkPos = 0;
@@ -446,7 +447,13 @@ export class PacketDecoder {
    */
   next(): Packet | null {
     try {
-      return this.#bufLen > 0 ? this.#nextBuffered() : this.#nextInPlace();
+      const packet = this.#bufLen > 0 ? this.#nextBuffered() : this.#nextInPlace();
+      // All of the chunk is consumed (decoded or copied): drop it, so an idle connection pins no chunk.
+      if (packet === null) {
+        this.#chunk = EMPTY;
+        this.#chunkPos = 0;
+      }
+      return packet;
     } catch (e) {
       this.#clear();
       if (e instanceof MqttError) throw e;
@@ -495,7 +502,7 @@ export class PacketDecoder {
   }
 
   #decode(bytes: Uint8Array, start: number): Packet {
-    const r = this.#reader;
+    const r = READER;
     r.reset(bytes, start + this.#headerLen, start + this.#need);
     const header = bytes[start];
     if (header === 0x10) this.#peekConnectLevel(bytes, r.pos, r.end);
