@@ -18,7 +18,7 @@ COPY config/config.yaml config/config.yaml
 # Only the broker's own dependency graph (not the test and benchmark packages); fails if deno.lock is
 # out of date rather than resolving new versions.
 RUN deno cache --frozen main.ts
-RUN deno compile --frozen \
+RUN deno compile --frozen --v8-flags=--max-semi-space-size=4 \
       --allow-net --allow-read --allow-write --allow-env --allow-sys \
       --output /out/deno-mqtt main.ts \
  && /out/deno-mqtt --version \

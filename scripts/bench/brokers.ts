@@ -10,6 +10,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import denoJson from "../../deno.json" with { type: "json" };
 
 /** Names of the brokers, as given to `--brokers`. */
 export const BROKER_NAMES = ["mosquitto", "aedes", "ours-memory", "ours-kv"] as const;
@@ -122,6 +123,9 @@ function drainInto(stream: ReadableStream<Uint8Array>, sink: { text: string }): 
   ).catch(() => {});
 }
 
+/** The V8 flags `deno task start` runs the broker with (deno.json), so the benchmark measures the same. */
+export const V8_FLAGS: string[] = denoJson.tasks.start.split(" ").filter((a) => a.startsWith("--v8-flags="));
+
 /** The argv that starts `name` on `port`, with `dir` as its scratch directory. */
 export function brokerArgv(name: BrokerName, port: number, dir: string, root: string): string[] {
   const deno = Deno.execPath();
@@ -135,6 +139,7 @@ export function brokerArgv(name: BrokerName, port: number, dir: string, root: st
       return [
         deno,
         "run",
+        ...V8_FLAGS,
         "-A",
         `${root}/main.ts`,
         "--port",

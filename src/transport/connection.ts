@@ -38,8 +38,6 @@ export interface Transport {
    * encoding serves every subscriber.
    */
   writeWithPacketId(bytes: Uint8Array, idOffset: number, packetId: number, dup: boolean): void;
-  /** Called after queued output drained below the high-water mark. */
-  onDrain?: () => void;
   /** Flushes what is queued (best effort, bounded by `timeoutMs`) and closes. */
   close(flushTimeoutMs?: number): void;
 }
@@ -55,6 +53,7 @@ const readFailed = () => END;
 
 /** Transports with output queued this tick, flushed together by one microtask. */
 let flushQueue: StreamTransport[] = [];
+let spareFlushQueue: StreamTransport[] = [];
 
 /**
  * The part of a `Deno.Conn` that {@link StreamTransport} uses. A `Deno.Conn` is one; so is the adapter over a
@@ -72,7 +71,6 @@ export interface ByteConn {
 /** A {@link Transport} over a byte stream: a `Deno.Conn` (plain TCP or TLS) or another {@link ByteConn}. */
 export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Array> {
   peerCommonName?: string;
-  onDrain?: () => void;
   #conn: ByteConn;
   // Both output buffers start empty and are allocated on first use: an idle connection holds none.
   #out = new OutputBuffer();
@@ -84,6 +82,9 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   #closing = false;
   #closeTimer?: ReturnType<typeof setTimeout>;
   #readBuf: Uint8Array = EMPTY;
+  /** The array being written and the end of its output (while `#writing`). */
+  #writeData: Uint8Array = EMPTY;
+  #writeEnd = 0;
 
   constructor(conn: ByteConn) {
     this.#conn = conn;
@@ -153,9 +154,12 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   }
 
   static #flushAll(): void {
+    // Two arrays take turns, so a flush allocates none (a flush may queue transports for the next one).
     const queue = flushQueue;
-    flushQueue = [];
+    flushQueue = spareFlushQueue;
     for (let i = 0; i < queue.length; i++) queue[i].#flush();
+    queue.length = 0;
+    spareFlushQueue = queue;
   }
 
   write(bytes: Uint8Array): void {
@@ -170,33 +174,58 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
     this.#schedule();
   }
 
-  async #flush(): Promise<void> {
+  // The write loop is callbacks over fields, not an async function: a suspended async frame per write
+  // was the largest allocation per message on connections that send one message at a time.
+  #flush(): void {
     this.#scheduled = false;
     if (this.#writing || this.#closed) return;
-    this.#writing = true;
-    try {
-      while (this.#out.length > 0 && !this.#closed) {
-        // Swap buffers: the socket writes from one while new packets fill the other.
-        const len = this.#out.length;
-        const data = this.#out.swap(this.#spare);
-        this.#inFlightBytes = len;
-        let off = 0;
-        while (off < len) {
-          const n = await this.#conn.write(data.subarray(off, len));
-          off += n;
-          this.#inFlightBytes = len - off;
-        }
-        this.#inFlightBytes = 0;
-        this.#spare = worthKeeping(data, len) ? data : EMPTY;
-      }
-    } catch {
-      this.#destroy();
+    const len = this.#out.length;
+    if (len === 0) {
+      if (this.#closing) this.#destroy();
       return;
-    } finally {
-      this.#writing = false;
     }
-    if (this.#closing) this.#destroy();
-    else this.onDrain?.();
+    // Swap buffers: the socket writes from one while new packets fill the other.
+    this.#writing = true;
+    this.#writeData = this.#out.swap(this.#spare);
+    this.#writeEnd = len;
+    this.#inFlightBytes = len;
+    this.#writeSome(0);
+  }
+
+  #writeSome(off: number): void {
+    let written: Promise<number>;
+    try {
+      written = this.#conn.write(this.#writeData.subarray(off, this.#writeEnd));
+    } catch {
+      this.#writeFailed();
+      return;
+    }
+    written.then((n) => this.#wrote(off + n), () => this.#writeFailed());
+  }
+
+  #wrote(off: number): void {
+    const data = this.#writeData;
+    const len = this.#writeEnd;
+    this.#inFlightBytes = len - off;
+    if (this.#closed) {
+      this.#writing = false;
+      return;
+    }
+    if (off < len) {
+      this.#writeSome(off); // partial write: continue with the rest
+      return;
+    }
+    this.#writeData = EMPTY;
+    this.#spare = worthKeeping(data, len) ? data : EMPTY;
+    this.#writing = false;
+    this.#flush(); // what was queued meanwhile, or the close that waited for it
+  }
+
+  #writeFailed(): void {
+    this.#writing = false;
+    this.#writeData = EMPTY;
+    this.#inFlightBytes = 0;
+    this.#destroy();
   }
 
   close(flushTimeoutMs = 1000): void {

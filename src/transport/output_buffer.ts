@@ -6,7 +6,10 @@
  * @module
  */
 
-const INITIAL = 1024;
+import { slabAlloc } from "../mqtt/slab.ts";
+
+/** First size of a buffer: a few small packets. */
+const INITIAL = 256;
 const EMPTY = new Uint8Array(0);
 
 /** Queued output bytes: `data[0, length)`. */
@@ -20,8 +23,10 @@ export class OutputBuffer {
     if (need <= this.data.length) return;
     let size = Math.max(INITIAL, this.data.length * 2);
     while (size < need) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.data.subarray(0, this.length));
+    // Small ones are slab views (a new typed array costs 1-2 us; a connection sending one message at a
+    // time needs a fresh buffer per message); bigger ones are arrays of their own.
+    const next = slabAlloc(size);
+    if (this.length > 0) next.set(this.data.subarray(0, this.length));
     this.data = next;
   }
 
@@ -66,7 +71,9 @@ export class OutputBuffer {
 }
 
 /** True when a just-written array is worth keeping for the next burst: not after small writes (an idle
- * connection gives its buffer back), and not a huge one once the burst that made it is over. */
+ * connection gives its buffer back), not a slab view (kept, it would pin its whole slab), and not a huge one
+ * once the burst that made it is over. */
 export function worthKeeping(array: Uint8Array, written: number): boolean {
-  return !(written < 512 || (array.length > 1 << 20 && written < 1 << 16));
+  return written >= 512 && array.byteLength === array.buffer.byteLength &&
+    !(array.length > 1 << 20 && written < 1 << 16);
 }

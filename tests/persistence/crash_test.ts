@@ -48,20 +48,24 @@ async function crashRun(qos: QoS): Promise<void> {
       packetId: 1,
     });
     await pub.expect(4);
-    // Stream publishes without waiting; kill the broker once a good number are acknowledged.
-    const total = 20000;
+    // Stream publishes without waiting; once a good number are acknowledged, put a burst more on the wire
+    // and kill the broker at once: it dies with messages in flight whatever its speed.
     const ackType = qos === 1 ? 4 : 5;
-    for (let i = 0; i < total; i++) {
-      pub.send({
-        type: 3,
-        topic: "crash/data",
-        payload: te(`m${i}`),
-        qos,
-        retain: false,
-        dup: false,
-        packetId: (i % 60000) + 2,
-      });
-    }
+    let sent = 0;
+    const stream = (n: number) => {
+      for (const end = sent + n; sent < end; sent++) {
+        pub.send({
+          type: 3,
+          topic: "crash/data",
+          payload: te(`m${sent}`),
+          qos,
+          retain: false,
+          dup: false,
+          packetId: sent + 2,
+        });
+      }
+    };
+    stream(5000);
     let acks = 0;
     await waitFor(
       () => {
@@ -78,13 +82,14 @@ async function crashRun(qos: QoS): Promise<void> {
       "500 acks",
       20000,
     );
+    stream(10000);
     await broker.kill();
     await delay(50);
     const acked = new Set(
       pub.received.filter((p) => p.type === ackType).map((p) => (p as { packetId: number }).packetId - 2),
     );
     await pub.close();
-    assert.ok(acked.size >= 500 && acked.size < total, `killed mid-stream: ${acked.size} of ${total} acked`);
+    assert.ok(acked.size >= 500 && acked.size < sent, `killed mid-stream: ${acked.size} of ${sent} acked`);
 
     broker = await spawnBroker(store);
     assert.match(broker.stderr(), /store restored .*sessions=1 retained=1/);
