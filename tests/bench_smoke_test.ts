@@ -14,7 +14,7 @@ import { LatencyHistogram } from "../scripts/bench/histogram.ts";
 import { parseCpuTicks, parseMemory } from "../scripts/bench/proc_stats.ts";
 import { ratio, renderReport, rssPerConnection, type ScenarioRun } from "../scripts/bench/report.ts";
 import { type LoadResult, resolveOptions, runScenario } from "../scripts/bench/scenarios.ts";
-import { hasCommand } from "./helpers.ts";
+import { hasCommand, startBroker as startOurBroker } from "./helpers.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const noMosquitto = !hasCommand("mosquitto");
@@ -206,4 +206,30 @@ Deno.test("report: ratios ours / Mosquitto and RSS per idle connection", () => {
   }, [fanin("mosquitto", 1000), fanin("ours-memory", 2500)]);
   assert.match(md, /\| `fanin` \| delivered msg\/s \(higher is better\) \| 1,000 \| 2,500 \| 2\.50x \|/);
   assert.match(md, /deno task bench:compare --quick/);
+});
+
+Deno.test("loadgen: qos1_persistent keeps the subscriber's session, and our kv store stores every message before PUBACK", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-persistent-" });
+  const broker = await startOurBroker({ storage: { backend: "kv", path: `${dir}/mqtt.db` } });
+  try {
+    const r = await runScenario(
+      resolveOptions("qos1_persistent", {
+        host: "127.0.0.1",
+        port: broker.port,
+        duration: 0.7,
+        drain: 5,
+        publishers: 2,
+        window: 20,
+      }),
+    );
+    assertLossless(r, "qos1_persistent");
+    assert.equal(r.acked, r.sent, "every QoS 1 PUBLISH must be acknowledged");
+    // The subscriber disconnected at the end of the run; its session outlives the connection.
+    const kept = [...broker.broker.sessions.values()].filter((s) => s.client === undefined && s.persistent);
+    assert.equal(kept.length, 1, "one persistent subscriber session is left after the run");
+    assert.ok(broker.broker.store.stats.commits > 0, "the kv store committed the messages");
+  } finally {
+    await broker.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

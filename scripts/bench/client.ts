@@ -66,6 +66,8 @@ export interface ConnectOptions {
   decoder?: DecodeMode;
   /** Milliseconds to wait for CONNACK. */
   timeoutMs?: number;
+  /** Keep the session: Clean Session 0 (3.1.1), Clean Start 0 with Session Expiry "never" (5.0). */
+  persistent?: boolean;
 }
 
 /** Hosts the generator may target: loopback only, as the machine rules require. */
@@ -199,7 +201,7 @@ export class BenchClient {
 
   /**
    * Opens a socket with Nagle disabled (small acknowledgements must not wait for the 40 ms delayed-ACK
-   * timer), sends CONNECT (clean session) and waits for a successful CONNACK.
+   * timer), sends CONNECT (clean session unless `persistent`) and waits for a successful CONNACK.
    */
   static async connect(opts: ConnectOptions): Promise<BenchClient> {
     if (!isLoopback(opts.host)) {
@@ -216,9 +218,10 @@ export class BenchClient {
         type: PacketType.CONNECT,
         protocolName: opts.version === 3 ? "MQIsdp" : "MQTT",
         protocolVersion: opts.version,
-        clean: true,
+        clean: !opts.persistent,
         keepAlive: opts.keepAlive ?? 300,
         clientId: opts.clientId,
+        properties: opts.persistent && opts.version === 5 ? { sessionExpiryInterval: 0xffffffff } : undefined,
       }, opts.version));
       const connack = await connackP as ConnackPacket;
       if (connack.reasonCode !== 0) {

@@ -40,6 +40,7 @@ export const PLAN: Record<ScenarioName, { full: string[] | null; quick: string[]
   fanout: { full: ["--duration", "5"], quick: ["--duration", "2"] },
   qos1: { full: ["--duration", "5"], quick: ["--duration", "2"] },
   qos1_window10: { full: ["--duration", "5"], quick: ["--duration", "2"] },
+  qos1_persistent: { full: ["--duration", "5"], quick: ["--duration", "2"] },
   latency: { full: ["--duration", "5"], quick: ["--duration", "2"] },
   idle: { full: ["--connections", "10000", "--hold", "3"], quick: ["--connections", "2000", "--hold", "3"] },
   retained: { full: ["--retained", "100000"], quick: ["--retained", "20000"] },

@@ -74,6 +74,7 @@ export const HEADLINES: Record<ScenarioName, Headline> = {
   fanout: { label: "deliveries/s", better: "higher", format: int, value: (x) => r(x)?.rate ?? null },
   qos1: { label: "PUBACKs/s", better: "higher", format: int, value: (x) => r(x)?.ack_rate ?? null },
   qos1_window10: { label: "PUBACKs/s", better: "higher", format: int, value: (x) => r(x)?.ack_rate ?? null },
+  qos1_persistent: { label: "PUBACKs/s", better: "higher", format: int, value: (x) => r(x)?.ack_rate ?? null },
   latency: { label: "p99 latency", better: "lower", format: ms, value: (x) => r(x)?.p99_us ?? null },
   idle: { label: "RSS per connection", better: "lower", format: kib, value: rssPerConnection },
   retained: {

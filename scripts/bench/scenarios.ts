@@ -2,7 +2,7 @@
  * The benchmark scenarios and the code that drives them.
  *
  * Two families, both run by one process (the load generator, pinned to its own core by compare.ts):
- * - the issue's saturation and latency scenarios (fanin, fanout, qos1, qos1_window10, latency, idle,
+ * - the issue's saturation and latency scenarios (fanin, fanout, qos1, qos1_window10, qos1_persistent, latency, idle,
  *   retained), whose baselines are measured against Mosquitto and Aedes;
  * - the realistic use cases of the public Open MQTT Benchmark Suite (p2p, fanout_1k, shared, conn),
  *   scaled down in rate and duration so that a full comparison of four brokers stays under 15 minutes.
@@ -26,6 +26,7 @@ export const SCENARIO_NAMES = [
   "fanout",
   "qos1",
   "qos1_window10",
+  "qos1_persistent",
   "latency",
   "idle",
   "retained",
@@ -69,6 +70,11 @@ export interface ScenarioSpec {
   connectRate: number;
   /** Retained messages to store before subscribing (retained). */
   retained: number;
+  /**
+   * Subscribers keep their session (Clean Session 0 / Session Expiry "never"): a broker with a durable
+   * store must store each message before it acknowledges it.
+   */
+  persistentSubscribers: boolean;
 }
 
 const base: ScenarioSpec = {
@@ -86,6 +92,7 @@ const base: ScenarioSpec = {
   connections: 0,
   connectRate: 0,
   retained: 0,
+  persistentSubscribers: false,
 };
 
 /** Default shape of every scenario. */
@@ -113,6 +120,13 @@ export const SCENARIOS: Record<ScenarioName, ScenarioSpec> = {
     description: "QoS 1, 1 publisher with 10 unacked -> 1 QoS 1 subscriber (round trips, Nagle)",
     qos: 1,
     window: 10,
+  },
+  qos1_persistent: {
+    ...base,
+    description: "QoS 1, 8 publishers with 100 unacked each -> 1 QoS 1 subscriber with a persistent session",
+    publishers: 8,
+    qos: 1,
+    persistentSubscribers: true,
   },
   latency: { ...base, description: "QoS 0, 1 publisher at 5,000 msg/s -> 1 subscriber", rate: 5000 },
   idle: {
@@ -463,6 +477,7 @@ async function connectAll(
   n: number,
   id: (i: number) => string,
   readBufferSize: number,
+  persistent = false,
 ): Promise<BenchClient[]> {
   const clients: BenchClient[] = new Array(n);
   const version: ProtocolVersion = o.mqtt5 ? 5 : 4;
@@ -475,6 +490,7 @@ async function connectAll(
         version,
         readBufferSize,
         decoder: o.decoder,
+        persistent,
       });
     });
   } catch (e) {
@@ -515,7 +531,7 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
   let subs: BenchClient[] = [];
   let pubClients: BenchClient[] = [];
   try {
-    subs = await connectAll(o, o.subscribers, (i) => `${tag}-s${i}`, 64 * 1024);
+    subs = await connectAll(o, o.subscribers, (i) => `${tag}-s${i}`, 64 * 1024, spec.persistentSubscribers);
     await forEachLimit(subs.length, 64, async (i) => {
       attachSubscriber(subs[i], sinks[spec.routing === "shared" ? 0 : i], errors, progress);
       const granted = await subs[i].subscribe(spec.filter(i), o.qos);
