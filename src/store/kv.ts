@@ -80,7 +80,7 @@ interface Entry {
   chunks: number;
   /** For outbound / inbound keys: the owning client's name id, and the key's id within it. */
   owner?: string;
-  sub?: string;
+  sub?: KnownSub;
 }
 
 /** Ops applied between two commits, and the promise their flush() callers wait on. */
@@ -94,6 +94,8 @@ interface Batch {
   pending: Map<string, { part: NamePart; records: Map<number, Uint8Array> }>;
   /** Clients whose tombstone list changed in this batch. */
   tombDirty: Set<string>;
+  /** Clients with an outbound record under a key of its own in this batch (rare: state changes). */
+  individualOut: Set<string>;
   ops: number;
   promise: Promise<void>;
   resolve: () => void;
@@ -140,11 +142,12 @@ export class KvStore implements Store {
   /** True when {@link KvStore.#known} lists every outbound / inbound key in the database. */
   #exact = false;
   /** Outbound / inbound keys in the database once sealed batches commit: owner id -> key ids. */
-  #known = new Map<string, Set<string>>();
+  #known = new Map<string, Set<KnownSub>>();
   /** Chunked records in the database once sealed batches commit: entry id -> chunk count. */
   #chunked = new Map<string, number>();
   /** Packs of outbound records per client (owner id), as the database holds them once sealed batches commit. */
   #packs = new Map<string, PackState>();
+  #names = new Map<string, ClientName>();
 
   constructor(options: KvStoreOptions) {
     this.#path = options.path;
@@ -202,7 +205,7 @@ export class KvStore implements Store {
     const kv = this.#requireOpen("load");
     await this.flush().catch(() => {}); // a failed batch was reported to its flush() callers
     const sealedBefore = this.#sealed;
-    const known = new Map<string, Set<string>>();
+    const known = new Map<string, Set<KnownSub>>();
     const chunked = new Map<string, number>();
     const garbage: Deno.KvKey[] = [];
     const state: RestoredState = { sessions: [], retained: [], outbound: [], incoming: [] };
@@ -227,7 +230,7 @@ export class KvStore implements Store {
         if (r.chunks > 0) chunked.set(entryIdOfKey(r.key), r.chunks);
       }
     };
-    const remember = (key: Deno.KvKey, sub: string) => {
+    const remember = (key: Deno.KvKey, sub: KnownSub) => {
       const owner = namePartId(key[1] as NamePart);
       let subs = known.get(owner);
       if (subs === undefined) known.set(owner, subs = new Set());
@@ -238,7 +241,7 @@ export class KvStore implements Store {
     await read(Bucket.retained, 2, (_, v) => state.retained.push(decodeRetained(v)));
     await read(Bucket.outbound, 3, (key, v) => {
       state.outbound.push(decodeOutbound(v));
-      remember(key, Bucket.outbound + String(key[2]));
+      remember(key, key[2] as number);
     });
     await read(Bucket.incoming, 3, (key, v) => {
       state.incoming.push({ clientId: decodeIncoming(v), packetId: key[2] as number });
@@ -413,7 +416,7 @@ export class KvStore implements Store {
     key: Deno.KvKey,
     value: Uint8Array | null,
     owner?: string,
-    sub?: string,
+    sub?: KnownSub,
   ): void {
     const entry = batch.entries.get(id);
     if (entry !== undefined) {
@@ -444,15 +447,34 @@ export class KvStore implements Store {
     n: number,
     value: Uint8Array | null,
   ): void {
-    const part = namePart(clientId);
-    const owner = namePartId(part);
-    const sub = bucket + String(n);
+    const { part, owner } = this.#name(clientId);
+    let sub: KnownSub;
+    if (bucket === Bucket.outbound) {
+      sub = n;
+      batch.individualOut.add(owner);
+    } else {
+      sub = bucket + String(n);
+    }
     this.#touch(batch, entryId(bucket, owner, n), [bucket, part, n], value, owner, sub);
   }
 
+  /**
+   * The key part and owner id of a client id, cached: building them per op (and hashing a new owner string
+   * for every map lookup) was a large part of the cost of an outbound put or delete.
+   */
+  #name(clientId: string): ClientName {
+    let name = this.#names.get(clientId);
+    if (name === undefined) {
+      if (this.#names.size >= MAX_CACHED_NAMES) this.#names.clear();
+      const part = namePart(clientId);
+      name = { part, owner: namePartId(part) };
+      this.#names.set(clientId, name);
+    }
+    return name;
+  }
+
   #putOutbound(batch: Batch, record: OutboundRecord): void {
-    const part = namePart(record.clientId);
-    const owner = namePartId(part);
+    const { part, owner } = this.#name(record.clientId);
     const seq = record.seq;
     const pending = batch.pending.get(owner);
     if (pending?.records.has(seq)) {
@@ -461,8 +483,8 @@ export class KvStore implements Store {
     }
     const packs = this.#packs.get(owner);
     const inPack = packs?.seqPack.has(seq) ?? false;
-    const individual = batch.entries.has(entryId(Bucket.outbound, owner, seq)) ||
-      (this.#known.get(owner)?.has(Bucket.outbound + String(seq)) ?? false);
+    const individual = (this.#known.get(owner)?.has(seq) ?? false) ||
+      (batch.individualOut.has(owner) && batch.entries.has(entryId(Bucket.outbound, owner, seq)));
     if (this.#exact && !inPack && !individual) {
       let p = pending;
       if (p === undefined) batch.pending.set(owner, p = { part, records: new Map() });
@@ -474,8 +496,7 @@ export class KvStore implements Store {
   }
 
   #deleteOutbound(batch: Batch, clientId: string, seq: number): void {
-    const part = namePart(clientId);
-    const owner = namePartId(part);
+    const { part, owner } = this.#name(clientId);
     const pending = batch.pending.get(owner);
     if (pending?.records.delete(seq)) return; // put and deleted in one batch: never written
     if (!this.#exact) {
@@ -494,8 +515,8 @@ export class KvStore implements Store {
       this.#removeFromPack(batch, owner, packs, seq);
       // It may also have moved to its own key (state change): delete that too if so.
       if (
-        !batch.entries.has(entryId(Bucket.outbound, owner, seq)) &&
-        !(this.#known.get(owner)?.has(Bucket.outbound + String(seq)) ?? false)
+        !(this.#known.get(owner)?.has(seq) ?? false) &&
+        !(batch.individualOut.has(owner) && batch.entries.has(entryId(Bucket.outbound, owner, seq)))
       ) return;
     }
     this.#touchOwned(batch, Bucket.outbound, clientId, seq, null);
@@ -701,6 +722,7 @@ function newBatch(): Batch {
     sessionDeletes: new Map(),
     pending: new Map(),
     tombDirty: new Set(),
+    individualOut: new Set(),
     ops: 0,
     promise,
     resolve,
@@ -709,6 +731,20 @@ function newBatch(): Batch {
 }
 
 /** Identifies a record key within a batch: bucket, then name id, then seq / packet id. */
+/** Cached client names (see `KvStore.#name`); the cache starts over when it reaches this size. */
+const MAX_CACHED_NAMES = 100_000;
+
+/**
+ * What {@link KvStore.#known} lists per client: the seq number of an outbound record under its own key, or
+ * bucket letter + number for the other keys (numbers keep the per-message check free of string building).
+ */
+type KnownSub = number | string;
+
+interface ClientName {
+  part: NamePart;
+  owner: string;
+}
+
 function entryId(bucket: BucketPrefix, nameId: string, n?: number | string): string {
   return n === undefined ? bucket + "\0" + nameId : bucket + "\0" + nameId + "\0" + n;
 }
