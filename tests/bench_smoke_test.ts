@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { type RunningBroker, startBroker } from "../scripts/bench/brokers.ts";
+import { medianRun } from "../scripts/bench/compare.ts";
 import { newRunTag, Sink, STAMP_BYTES, writeStamp } from "../scripts/bench/delivery.ts";
 import { LatencyHistogram } from "../scripts/bench/histogram.ts";
 import { parseCpuTicks, parseMemory } from "../scripts/bench/proc_stats.ts";
@@ -232,4 +233,23 @@ Deno.test("loadgen: qos1_persistent keeps the subscriber's session, and our kv s
     await broker.stop();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("compare: the median of repeated latency runs is reported, with every run's value", () => {
+  const run = (p99: number | null): ScenarioRun => ({
+    scenario: "latency",
+    broker: "ours-kv",
+    status: p99 === null ? "failed" : "ok",
+    note: p99 === null ? "load generator failed" : undefined,
+    loadgenArgs: [],
+    result: p99 === null ? undefined : { p99_us: p99 } as LoadResult,
+  });
+  const chosen = medianRun([run(10_600), run(1_100), run(2_400)]);
+  assert.equal(chosen.result?.p99_us, 2_400);
+  assert.equal(chosen.note, "median of 3 runs (1.10 ms, 2.40 ms, 10.6 ms)");
+  const withFailure = medianRun([run(3_000), run(null), run(1_000)]);
+  assert.equal(withFailure.result?.p99_us, 1_000, "the lower of two measured runs");
+  assert.match(withFailure.note!, /1 failed/);
+  assert.equal(medianRun([run(null)]).status, "failed");
+  assert.equal(medianRun([run(5_000)]).note, undefined, "a single run gets no note");
 });

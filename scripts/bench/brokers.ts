@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import denoJson from "../../deno.json" with { type: "json" };
 
 /** Names of the brokers, as given to `--brokers`. */
-export const BROKER_NAMES = ["mosquitto", "aedes", "ours-memory", "ours-kv"] as const;
+export const BROKER_NAMES = ["mosquitto", "aedes", "ours-memory", "ours-kv", "deno-floor"] as const;
 
 /** One broker name. */
 export type BrokerName = typeof BROKER_NAMES[number];
@@ -24,6 +24,7 @@ export const BROKER_LABELS: Record<BrokerName, string> = {
   aedes: "Aedes",
   "ours-memory": "ours (memory)",
   "ours-kv": "ours (kv)",
+  "deno-floor": "Deno floor",
 };
 
 /** Messages queued per client beyond the in-flight window, for every broker that has the setting. */
@@ -134,6 +135,16 @@ export function brokerArgv(name: BrokerName, port: number, dir: string, root: st
       return ["mosquitto", "-c", `${dir}/mosquitto.conf`];
     case "aedes":
       return [deno, "run", "-A", `${root}/scripts/bench/aedes_server.ts`, "--port", String(port)];
+    case "deno-floor":
+      return [
+        deno,
+        "run",
+        ...V8_FLAGS,
+        "-A",
+        `${root}/scripts/bench/floor_forwarder.ts`,
+        "--port",
+        String(port),
+      ];
     case "ours-memory":
     case "ours-kv":
       return [

@@ -28,6 +28,7 @@ import {
   repoRoot,
   type RunningBroker,
   startBroker,
+  V8_FLAGS,
 } from "./brokers.ts";
 import { openFileLimit } from "./loadgen.ts";
 import { loadAverage, machineInfo, ProcessMonitor } from "./proc_stats.ts";
@@ -56,9 +57,37 @@ export const PLAN: Record<ScenarioName, { full: string[] | null; quick: string[]
   conn: { full: ["--connections", "10000", "--connect-rate", "1000", "--hold", "2"], quick: null },
 };
 
+/**
+ * Runs per broker for the tail-latency scenarios (full mode): one p99 swings by several times between runs
+ * on this VM, for every broker, so the report takes the median run of three.
+ */
+const REPEATS: Partial<Record<ScenarioName, number>> = { latency: 3, p2p: 3, shared: 3 };
+
+/** The run with the median headline value among `runs` (all of one scenario and broker), noting the others. */
+export function medianRun(runs: ScenarioRun[]): ScenarioRun {
+  const h = HEADLINES[runs[0].scenario];
+  const measured = runs
+    .map((run) => ({ run, v: run.status === "ok" ? h.value(run) : null }))
+    .filter((x): x is { run: ScenarioRun; v: number } => x.v !== null)
+    .sort((a, b) => a.v - b.v);
+  if (measured.length === 0) return runs[runs.length - 1];
+  const chosen = measured[Math.floor((measured.length - 1) / 2)].run;
+  if (runs.length === 1) return chosen;
+  const all = measured.map((x) => h.format(x.v)).join(", ");
+  const failed = runs.length - measured.length;
+  const note = `median of ${runs.length} runs (${all}${failed > 0 ? `; ${failed} failed` : ""})`;
+  return { ...chosen, note: chosen.note ? `${chosen.note}; ${note}` : note };
+}
+
+/** Scenarios the Deno floor (scripts/bench/floor_forwarder.ts, not a broker) can take part in. */
+const FLOOR_SCENARIOS: ScenarioName[] = ["fanin", "fanout", "latency"];
+
 /** Why a broker cannot run a scenario, or null when it can. */
 export function unsupported(broker: BrokerName, scenario: ScenarioName): string | null {
   if (broker === "aedes" && scenario === "shared") return "Aedes has no $share subscriptions nor MQTT 5";
+  if (broker === "deno-floor" && !FLOOR_SCENARIOS.includes(scenario)) {
+    return "the Deno floor forwards QoS 0 only, to every subscriber";
+  }
   return null;
 }
 
@@ -282,43 +311,58 @@ async function main(): Promise<number> {
   try {
     for (const scenario of opts.scenarios) {
       const args = (opts.quick ? PLAN[scenario].quick : PLAN[scenario].full) ?? PLAN[scenario].full!;
-      for (const broker of opts.brokers) {
-        const elapsed = (performance.now() - began) / 1000;
-        const why = unsupported(broker, scenario);
-        let run: ScenarioRun;
-        if (why !== null) {
-          run = { scenario, broker, status: "unsupported", note: why, loadgenArgs: [] };
-        } else if (elapsed > opts.budgetS) {
-          run = {
-            scenario,
-            broker,
-            status: "skipped",
-            note: `time budget of ${opts.budgetS} s used`,
-            loadgenArgs: [],
-          };
-        } else if ((failedStarts.get(broker) ?? 0) >= 2) {
-          run = {
-            scenario,
-            broker,
-            status: "skipped",
-            note: "broker failed to start twice",
-            loadgenArgs: [],
-          };
-        } else {
-          console.error(`[${Math.round(elapsed)} s] ${scenario} on ${BROKER_LABELS[broker]}...`);
-          run = await runOne(scenario, broker, args, root, pin);
-          if (run.status === "failed" && run.note?.includes("did not start")) {
-            failedStarts.set(broker, (failedStarts.get(broker) ?? 0) + 1);
+      const repeats = opts.quick ? 1 : REPEATS[scenario] ?? 1;
+      const attempts = new Map<BrokerName, ScenarioRun[]>();
+      // Rounds go over every broker in turn, so a noisy minute of the VM hits all of them alike.
+      for (let round = 0; round < repeats; round++) {
+        for (const broker of opts.brokers) {
+          const elapsed = (performance.now() - began) / 1000;
+          const why = unsupported(broker, scenario);
+          let run: ScenarioRun;
+          if (why !== null) {
+            if (round > 0) continue;
+            run = { scenario, broker, status: "unsupported", note: why, loadgenArgs: [] };
+          } else if (elapsed > opts.budgetS) {
+            if (round > 0) continue;
+            run = {
+              scenario,
+              broker,
+              status: "skipped",
+              note: `time budget of ${opts.budgetS} s used`,
+              loadgenArgs: [],
+            };
+          } else if ((failedStarts.get(broker) ?? 0) >= 2) {
+            if (round > 0) continue;
+            run = {
+              scenario,
+              broker,
+              status: "skipped",
+              note: "broker failed to start twice",
+              loadgenArgs: [],
+            };
+          } else {
+            const of = repeats > 1 ? ` (run ${round + 1} of ${repeats})` : "";
+            console.error(`[${Math.round(elapsed)} s] ${scenario} on ${BROKER_LABELS[broker]}${of}...`);
+            run = await runOne(scenario, broker, args, root, pin);
+            if (run.status === "failed" && run.note?.includes("did not start")) {
+              failedStarts.set(broker, (failedStarts.get(broker) ?? 0) + 1);
+            }
           }
+          const list = attempts.get(broker) ?? [];
+          list.push(run);
+          attempts.set(broker, list);
+          const h = HEADLINES[scenario];
+          const v = run.status === "ok" ? h.value(run) : null;
+          console.error(
+            `    ${run.status}${v !== null ? `: ${h.label} ${h.format(v)}` : ""}${
+              run.note ? ` (${run.note})` : ""
+            }`,
+          );
         }
-        runs.push(run);
-        const h = HEADLINES[scenario];
-        const v = run.status === "ok" ? h.value(run) : null;
-        console.error(
-          `    ${run.status}${v !== null ? `: ${h.label} ${h.format(v)}` : ""}${
-            run.note ? ` (${run.note})` : ""
-          }`,
-        );
+      }
+      for (const broker of opts.brokers) {
+        const list = attempts.get(broker);
+        if (list !== undefined) runs.push(medianRun(list));
       }
     }
   } finally {
@@ -334,7 +378,7 @@ async function main(): Promise<number> {
       Deno: `${Deno.version.deno} (V8 ${Deno.version.v8}, TypeScript ${Deno.version.typescript})`,
       Mosquitto: (await mosquittoVersion()) ?? "not found",
       Aedes: `${denoJson.imports.aedes.replace(/^npm:aedes@/, "")} (npm, run by Deno's Node compatibility)`,
-      ours: `${denoJson.version} (main.ts, \`deno run -A\`)`,
+      ours: `${denoJson.version} (main.ts, \`deno run ${V8_FLAGS.join(" ")} -A\`)`,
     },
     pinning: pin
       ? "broker pinned to core 0, load generator to core 1 (taskset)"
@@ -345,11 +389,14 @@ async function main(): Promise<number> {
     brokers: opts.brokers,
     settings: {
       "mosquitto.conf": MOSQUITTO_CONF.replace("PORT", "P"),
-      "Our broker": `deno run -A main.ts --port P --storage.backend memory|kv --storage.path DIR/mqtt.db ${
-        OUR_FLAGS.join(" ")
-      }`,
+      "Our broker": `deno run ${
+        V8_FLAGS.join(" ")
+      } -A main.ts --port P --storage.backend memory|kv --storage.path DIR/mqtt.db ${OUR_FLAGS.join(" ")}`,
       "Aedes":
         "deno run -A scripts/bench/aedes_server.ts --port P   (defaults: in-memory persistence, concurrency 100)",
+      "Deno floor": `deno run ${
+        V8_FLAGS.join(" ")
+      } -A scripts/bench/floor_forwarder.ts --port P   (not a broker: QoS 0 only, forwards every PUBLISH to every subscriber; what Deno and this machine cost by themselves)`,
     },
   };
   const markdown = renderReport(meta, runs);

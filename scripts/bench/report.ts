@@ -74,7 +74,12 @@ export const HEADLINES: Record<ScenarioName, Headline> = {
   fanout: { label: "deliveries/s", better: "higher", format: int, value: (x) => r(x)?.rate ?? null },
   qos1: { label: "PUBACKs/s", better: "higher", format: int, value: (x) => r(x)?.ack_rate ?? null },
   qos1_window10: { label: "PUBACKs/s", better: "higher", format: int, value: (x) => r(x)?.ack_rate ?? null },
-  qos1_persistent: { label: "PUBACKs/s", better: "higher", format: int, value: (x) => r(x)?.ack_rate ?? null },
+  qos1_persistent: {
+    label: "PUBACKs/s",
+    better: "higher",
+    format: int,
+    value: (x) => r(x)?.ack_rate ?? null,
+  },
   latency: { label: "p99 latency", better: "lower", format: ms, value: (x) => r(x)?.p99_us ?? null },
   idle: { label: "RSS per connection", better: "lower", format: kib, value: rssPerConnection },
   retained: {
@@ -244,7 +249,11 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
       " (client counts, QoS 1, 16-byte payloads, keep-alive 300, clean session) but are scaled in rate" +
       " and duration so that the whole comparison stays under 15 minutes.",
     "- `unsupported`: the broker lacks the feature (Aedes has no `$share` shared subscriptions and no" +
-      " MQTT 5). `skipped`: the time budget ran out.",
+      " MQTT 5; the Deno floor takes part in fanin, fanout and latency only). `skipped`: the time budget" +
+      " ran out.",
+    "- The Deno floor (scripts/bench/floor_forwarder.ts) is not a broker: a few dozen lines that copy every" +
+      " QoS 0 PUBLISH to every subscriber, with the V8 flags and socket handling of ours. It shows what" +
+      " Deno and this machine cost by themselves, so the rest of a gap to Mosquitto is the broker's.",
     "",
   );
   out.push("## Settings", "");
