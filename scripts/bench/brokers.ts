@@ -35,11 +35,14 @@ export const INFLIGHT_LIMIT = 100;
 export const MAX_CLIENTS = 20_000;
 
 /**
- * mosquitto.conf for the baseline (`PORT` is replaced). Why each line:
+ * mosquitto.conf for the baseline (`PORT` and `NODELAY` are replaced). Why each line:
  * - listener on 127.0.0.1 only, anonymous allowed: loopback benchmark, no auth cost on any broker;
  * - max_queued_messages / max_inflight_messages: same bounds as ours (Mosquitto's defaults are
  *   1000 and 20, which would make it drop QoS 0 and stall QoS 1 earlier than the others);
- * - set_tcp_nodelay true: our broker and Aedes do not use Nagle either (Mosquitto's default is off);
+ * - set_tcp_nodelay: whichever of Mosquitto's two settings is faster for the scenario (see
+ *   {@link mosquittoConf}). Mosquitto writes each packet with its own send(), so with Nagle off a saturating
+ *   scenario sends one TCP segment per 18-byte packet and runs at about a quarter of its speed; with Nagle on
+ *   (its default) round trips wait for delayed ACKs;
  * - persistence false, no $SYS: nothing on disk, no background publishing;
  * - errors and warnings only on stderr.
  */
@@ -48,13 +51,18 @@ allow_anonymous true
 max_connections -1
 max_queued_messages ${QUEUE_LIMIT}
 max_inflight_messages ${INFLIGHT_LIMIT}
-set_tcp_nodelay true
+set_tcp_nodelay NODELAY
 persistence false
 sys_interval 0
 log_dest stderr
 log_type error
 log_type warning
 `;
+
+/** The mosquitto.conf text for a listener on `port`, with Nagle's algorithm off (`noDelay`) or on. */
+export function mosquittoConf(port: number | string, noDelay: boolean): string {
+  return MOSQUITTO_CONF.replace("PORT", String(port)).replace("NODELAY", String(noDelay));
+}
 
 /**
  * Flags of our broker besides port and store (`main.ts --help` lists them). The queue, in-flight and
@@ -98,6 +106,8 @@ export interface StartOptions {
   cpu: number | null;
   /** Milliseconds to wait for the port to accept connections. */
   readyTimeoutMs?: number;
+  /** Mosquitto only: `set_tcp_nodelay` (default true). Our broker and Aedes always disable Nagle. */
+  tcpNoDelay?: boolean;
 }
 
 /** The repository root, derived from this file's location (scripts/bench/). */
@@ -172,7 +182,7 @@ export async function startBroker(name: BrokerName, opts: StartOptions): Promise
   const dir = await Deno.makeTempDir({ prefix: `mqtt-bench-${name}-` });
   const port = freePort();
   if (name === "mosquitto") {
-    await Deno.writeTextFile(`${dir}/mosquitto.conf`, MOSQUITTO_CONF.replace("PORT", String(port)));
+    await Deno.writeTextFile(`${dir}/mosquitto.conf`, mosquittoConf(port, opts.tcpNoDelay ?? true));
   }
   const argv = brokerArgv(name, port, dir, opts.root);
   // taskset execs the broker, so the child's PID is the broker's PID (what /proc is read for).

@@ -83,6 +83,12 @@ export class Sink {
   /** performance.now() of the first and the last distinct message. */
   firstAt = 0;
   lastAt = 0;
+  /**
+   * Messages sent before this performance.now() are counted (loss, duplicates, order) but their latency is
+   * not recorded: the warm-up, while JIT compilers and caches settle, says nothing about a broker that runs
+   * for days. Applied to every broker alike.
+   */
+  latencyFrom = 0;
 
   /**
    * Latency of every distinct message goes to `latency`; stamps must carry `runTag`. When given,
@@ -119,7 +125,8 @@ export class Sink {
     this.lastAt = nowMs;
     this.unique++;
     if (this.delivered !== undefined) this.delivered[publisher]++;
-    this.latency.record((nowMs - view.getFloat64(start + 8, true)) * 1000);
+    const sentAt = view.getFloat64(start + 8, true);
+    if (sentAt >= this.latencyFrom) this.latency.record((nowMs - sentAt) * 1000);
   }
 
   /** Distinct messages received from `publisher`. */

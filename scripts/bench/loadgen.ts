@@ -33,6 +33,8 @@ Scenarios: ${SCENARIO_NAMES.join(", ")}
   --duration S        seconds of publishing (scenario default); idle: most seconds spent
                       opening connections; retained: most seconds spent storing
   --drain S           seconds to wait for in-flight messages afterwards (default 10; retained 30)
+  --warmup S          seconds of publishing before --duration, checked for loss but left out of
+                      the latency percentiles (default 1 for paced scenarios, 0 for saturating ones)
   --publishers N      --subscribers N   --qos 0|1|2   --window N (unacked QoS 1/2 per publisher)
   --rate R            messages/s per publisher, 0 = saturate
   --count N           messages per publisher at most (0 = duration only)
@@ -69,6 +71,7 @@ export function parseLoadArgs(args: string[]): LoadOptions & { timeout: number }
       port: { type: "string" },
       duration: { type: "string" },
       drain: { type: "string" },
+      warmup: { type: "string" },
       publishers: { type: "string" },
       subscribers: { type: "string" },
       qos: { type: "string" },
@@ -112,6 +115,7 @@ export function parseLoadArgs(args: string[]): LoadOptions & { timeout: number }
     mqtt5: values.mqtt5,
     duration: num("duration", values.duration),
     drain: num("drain", values.drain),
+    warmup: num("warmup", values.warmup),
     publishers: num("publishers", values.publishers),
     subscribers: num("subscribers", values.subscribers),
     qos: num("qos", values.qos) as LoadOptions["qos"] | undefined,
@@ -130,7 +134,8 @@ export function parseLoadArgs(args: string[]): LoadOptions & { timeout: number }
   // Paced connections take connections / rate seconds, plus 10 s for the last CONNACK; every other
   // phase is bounded by duration, drain and hold; closing takes at most 6 s.
   const connectPhase = o.connectRate > 0 ? o.connections / o.connectRate + 10 : 0;
-  const timeout = num("timeout", values.timeout) ?? o.duration + o.drain + o.hold + connectPhase + 30;
+  const timeout = num("timeout", values.timeout) ??
+    o.duration + o.warmup + o.drain + o.hold + connectPhase + 30;
   return { ...o, timeout };
 }
 

@@ -242,6 +242,13 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
       " `rate` is what the broker sustains and p50/p99 there mostly reflect that window (window / rate);" +
       " use `latency` for latency. QoS 1 scenarios keep a window of unacknowledged PUBLISH per publisher" +
       " and count messages never delivered.",
+    "- Paced scenarios (latency, p2p, fanout_1k, shared) publish for one warm-up second before the measured" +
+      " duration, for every broker alike: those messages count for loss, duplicates and order but not for" +
+      " the latency percentiles (a JIT-compiled broker is still compiling its hot path then; a broker that" +
+      " runs for days is not).",
+    "- Mosquitto writes every packet with a send() of its own, so it runs each scenario with whichever" +
+      " `set_tcp_nodelay` is faster there: Nagle on (its default) in the saturating ones, off where round" +
+      " trips or latency are measured (the run's note says which). Ours and Aedes always run with Nagle off.",
     "- Broker CPU is utime + stime from /proc/PID/stat over the load generator's run (100% = one core);" +
       " peak RSS is VmRSS sampled every 200 ms. Idle RSS per connection is (VmRSS with all connections" +
       " open - VmRSS before) / connections.",

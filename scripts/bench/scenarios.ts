@@ -209,6 +209,11 @@ export interface LoadOptions {
   duration: number;
   /** Seconds to wait after publishing for messages still on their way. */
   drain: number;
+  /**
+   * Seconds of publishing before `duration` whose messages are checked for loss, duplicates and order but
+   * left out of the latency percentiles (see `Sink.latencyFrom`). Default 1 for paced scenarios, 0 otherwise.
+   */
+  warmup: number;
   /** Messages per publisher at most; 0 = bounded by duration only. */
   count: number;
   connections: number;
@@ -264,6 +269,8 @@ export interface LoadResult {
   max_us: number | null;
   /** Seconds of publishing. */
   duration_s: number;
+  /** Seconds at the start of `duration_s` whose messages are left out of the latency percentiles. */
+  warmup_s: number;
   /** Seconds the whole run took, connection set-up and drain included. */
   elapsed_s: number;
   connections: number | null;
@@ -305,6 +312,7 @@ export function resolveOptions(
     rate: spec.rate,
     duration: spec.duration,
     drain: spec.kind === "retained" ? 30 : 10,
+    warmup: 0,
     count: 0,
     connections: spec.connections,
     connectRate: spec.connectRate,
@@ -316,6 +324,7 @@ export function resolveOptions(
     decoder: "fast",
     ...defined,
   };
+  if (defined.warmup === undefined) o.warmup = o.rate > 0 ? 1 : 0;
   const positive: (keyof LoadOptions)[] = ["port", "window", "batch", "payloadSize"];
   for (const k of positive) {
     const v = o[k] as number;
@@ -329,7 +338,9 @@ export function resolveOptions(
   if (o.publishers > MAX_PUBLISHERS) {
     throw new RangeError(`--publishers must be at most ${MAX_PUBLISHERS}, got ${o.publishers}`);
   }
-  for (const k of ["duration", "drain", "rate", "count", "hold", "connectRate", "e2eWindow"] as const) {
+  for (
+    const k of ["duration", "drain", "warmup", "rate", "count", "hold", "connectRate", "e2eWindow"] as const
+  ) {
     if (!(o[k] >= 0)) throw new RangeError(`--${k} must be a non-negative number, got ${o[k]}`);
   }
   return o;
@@ -408,6 +419,7 @@ function emptyResult(o: LoadOptions): LoadResult {
     p999_us: null,
     max_us: null,
     duration_s: 0,
+    warmup_s: o.warmup,
     elapsed_s: 0,
     connections: null,
     connected: null,
@@ -561,8 +573,10 @@ async function runPubSub(o: LoadOptions, spec: ScenarioSpec): Promise<LoadResult
 
     let stopped = false;
     const start = performance.now();
-    const deadline = start + o.duration * 1000;
-    const stopTimer = setTimeout(() => stopped = true, o.duration * 1000);
+    const publishMs = (o.warmup + o.duration) * 1000;
+    const deadline = start + publishMs;
+    const stopTimer = setTimeout(() => stopped = true, publishMs);
+    for (const sink of sinks) sink.latencyFrom = start + o.warmup * 1000;
     const canSend = (p: Publisher) => o.count === 0 ? Number.MAX_SAFE_INTEGER : o.count - p.sent;
 
     /** Writes `k` messages of `p` in one buffer, taking packet ids for QoS > 0. */

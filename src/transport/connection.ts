@@ -85,6 +85,13 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   /** The array being written and the end of its output (while `#writing`). */
   #writeData: Uint8Array = EMPTY;
   #writeEnd = 0;
+  /** Where the write in progress started in `#writeData`. */
+  #writeOff = 0;
+  // The promise callbacks are made once per connection, not once per read or write: at one message per
+  // second per connection, each read's and write's garbage survives young-generation collections.
+  #onRead = (n: number | null): IteratorResult<Uint8Array> => this.#afterRead(n);
+  #onWrote?: (n: number) => void;
+  #onWriteFailed?: () => void;
 
   constructor(conn: ByteConn) {
     this.#conn = conn;
@@ -123,7 +130,7 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
       return END_PROMISE;
     }
     // Reset or closed under us: the end of the stream either way.
-    return read.then((n) => this.#afterRead(n), readFailed);
+    return read.then(this.#onRead, readFailed);
   }
 
   #afterRead(n: number | null): IteratorResult<Uint8Array> {
@@ -193,14 +200,20 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   }
 
   #writeSome(off: number): void {
+    const data = this.#writeData;
+    const end = this.#writeEnd;
     let written: Promise<number>;
     try {
-      written = this.#conn.write(this.#writeData.subarray(off, this.#writeEnd));
+      written = this.#conn.write(off === 0 && end === data.length ? data : data.subarray(off, end));
     } catch {
       this.#writeFailed();
       return;
     }
-    written.then((n) => this.#wrote(off + n), () => this.#writeFailed());
+    this.#writeOff = off;
+    written.then(
+      this.#onWrote ??= (n) => this.#wrote(this.#writeOff + n),
+      this.#onWriteFailed ??= () => this.#writeFailed(),
+    );
   }
 
   #wrote(off: number): void {
