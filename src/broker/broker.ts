@@ -360,7 +360,7 @@ export class Broker {
     this.connections.delete(client);
     if (this.clients.get(client.clientId) === client) this.clients.delete(client.clientId);
     const session = client.session;
-    if (wasConnected) {
+    if (wasConnected && this.logger.isEnabled("info")) {
       this.logger.info("client disconnected", {
         client_id: client.clientId,
         addr: client.transport.remoteAddr,

@@ -200,15 +200,18 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
   session.client = client;
   client.send({ type: 2, sessionPresent, reasonCode: 0, properties: connackProps });
   broker.metrics.connectionsTotal++;
-  broker.logger.info("client connected", {
-    client_id: client.clientId,
-    addr: client.transport.remoteAddr,
-    proto: version,
-    clean: p.clean,
-    keepalive: keepAlive,
-    session_present: sessionPresent,
-    username: client.username,
-  });
+  // Guarded: formatting the peer address costs more than the rest of a CONNECT at 1,000 connections/s.
+  if (broker.logger.isEnabled("info")) {
+    broker.logger.info("client connected", {
+      client_id: client.clientId,
+      addr: client.transport.remoteAddr,
+      proto: version,
+      clean: p.clean,
+      keepalive: keepAlive,
+      session_present: sessionPresent,
+      username: client.username,
+    });
+  }
   if (sessionPresent) {
     resendInflight(broker, session, client);
     pump(broker, session);
