@@ -91,13 +91,21 @@ export function medianRun(runs: ScenarioRun[]): ScenarioRun {
 }
 
 /** Scenarios the Deno floor (scripts/bench/floor_forwarder.ts, not a broker) can take part in. */
-const FLOOR_SCENARIOS: ScenarioName[] = ["fanin", "fanout", "latency"];
+const FLOOR_SCENARIOS: ScenarioName[] = [
+  "fanin",
+  "fanout",
+  "qos1",
+  "qos1_window10",
+  "latency",
+  "p2p",
+  "fanout_1k",
+];
 
 /** Why a broker cannot run a scenario, or null when it can. */
 export function unsupported(broker: BrokerName, scenario: ScenarioName): string | null {
   if (broker === "aedes" && scenario === "shared") return "Aedes has no $share subscriptions nor MQTT 5";
   if (broker === "deno-floor" && !FLOOR_SCENARIOS.includes(scenario)) {
-    return "the Deno floor forwards QoS 0 only, to every subscriber";
+    return "the Deno floor has no sessions, retained messages, MQTT 5 or shared subscriptions";
   }
   return null;
 }
@@ -410,7 +418,7 @@ async function main(): Promise<number> {
         "deno run -A scripts/bench/aedes_server.ts --port P   (defaults: in-memory persistence, concurrency 100)",
       "Deno floor": `deno run ${
         V8_FLAGS.join(" ")
-      } -A scripts/bench/floor_forwarder.ts --port P   (not a broker: QoS 0 only, forwards every PUBLISH to every subscriber; what Deno and this machine cost by themselves)`,
+      } -A scripts/bench/floor_forwarder.ts --port P   (not a broker: forwards each PUBLISH to exact-topic and wildcard subscribers, acknowledges QoS 1; what Deno and this machine cost by themselves)`,
     },
   };
   const markdown = renderReport(meta, runs);

@@ -6,11 +6,13 @@
  * deno run -A scripts/bench/floor_forwarder.ts --port 1884
  * ```
  *
- * It answers CONNECT, SUBSCRIBE (granting QoS 0) and PINGREQ, and copies every PUBLISH to every connection
- * that subscribed to anything, whatever the topic: enough for the fan-in, fan-out and latency scenarios,
- * whose subscriptions match every topic published. No topic matching, no sessions, no QoS 1/2, no
- * validation. It reads with `conn.read()` into a reused buffer and writes each connection once per
- * microtask, like the broker. Loopback only.
+ * It answers CONNECT, SUBSCRIBE (granting the QoS asked for, at most 1), PINGREQ and a QoS 1 PUBLISH (with
+ * its PUBACK), and copies every PUBLISH, bytes unchanged, to each connection whose filter is that exact
+ * topic and to every connection whose filter has a wildcard, whatever the topic. That is enough for the
+ * fan-in, fan-out, latency, p2p and fanout_1k scenarios, whose filters are either one exact topic or match
+ * every topic published. No real topic matching, no sessions, no retries, no validation; the PUBACKs of
+ * subscribers are read and dropped. It reads with `conn.read()` into a reused buffer and writes each
+ * connection once per microtask, like the broker. MQTT 3.1.1 only. Loopback only.
  *
  * @module
  */
@@ -61,7 +63,26 @@ class Output {
   }
 }
 
-const subscribers = new Set<Output>();
+/** Connections with a wildcard filter: they get every PUBLISH. */
+const everything = new Set<Output>();
+/** Connections by the exact topic they subscribed to. */
+const exact = new Map<string, Set<Output>>();
+const utf8 = new TextDecoder();
+
+function subscribe(out: Output, filter: string): void {
+  if (filter.includes("#") || filter.includes("+")) {
+    everything.add(out);
+    return;
+  }
+  let set = exact.get(filter);
+  if (set === undefined) exact.set(filter, set = new Set());
+  set.add(out);
+}
+
+function unsubscribeAll(out: Output): void {
+  everything.delete(out);
+  for (const set of exact.values()) set.delete(out);
+}
 
 async function serve(conn: Deno.TcpConn): Promise<void> {
   conn.setNoDelay(true);
@@ -96,15 +117,28 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
         const end = pos + 1 + i + remaining;
         if (end > data.length) break;
         const type = data[pos] >> 4;
+        const body = pos + 1 + i;
         if (type === 3) {
-          const copy = data.slice(pos, end);
-          for (const s of subscribers) s.push(copy);
+          const topicLength = (data[body] << 8) | data[body + 1];
+          const packet = data.subarray(pos, end);
+          for (const s of everything) s.push(packet);
+          if (exact.size > 0) {
+            const set = exact.get(utf8.decode(data.subarray(body + 2, body + 2 + topicLength)));
+            if (set !== undefined) { for (const s of set) s.push(packet); }
+          }
+          if ((data[pos] & 0x06) === 0x02) {
+            const id = body + 2 + topicLength;
+            out.push(new Uint8Array([0x40, 0x02, data[id], data[id + 1]]));
+          }
         } else if (type === 1) {
           out.push(CONNACK);
         } else if (type === 8) {
-          const id = pos + 1 + i;
-          out.push(new Uint8Array([0x90, 0x03, data[id], data[id + 1], 0x00]));
-          subscribers.add(out);
+          // One filter per SUBSCRIBE, as the load generator sends them.
+          const filterLength = (data[body + 2] << 8) | data[body + 3];
+          const filter = utf8.decode(data.subarray(body + 4, body + 4 + filterLength));
+          const qos = Math.min(1, data[body + 4 + filterLength] & 0x03);
+          out.push(new Uint8Array([0x90, 0x03, data[body], data[body + 1], qos]));
+          subscribe(out, filter);
         } else if (type === 12) {
           out.push(PINGRESP);
         } else if (type === 14) {
@@ -118,7 +152,7 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
   } catch {
     // Reset by the peer.
   } finally {
-    subscribers.delete(out);
+    unsubscribeAll(out);
     try {
       conn.close();
     } catch {

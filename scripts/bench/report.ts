@@ -256,11 +256,12 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
       " (client counts, QoS 1, 16-byte payloads, keep-alive 300, clean session) but are scaled in rate" +
       " and duration so that the whole comparison stays under 15 minutes.",
     "- `unsupported`: the broker lacks the feature (Aedes has no `$share` shared subscriptions and no" +
-      " MQTT 5; the Deno floor takes part in fanin, fanout and latency only). `skipped`: the time budget" +
-      " ran out.",
-    "- The Deno floor (scripts/bench/floor_forwarder.ts) is not a broker: a few dozen lines that copy every" +
-      " QoS 0 PUBLISH to every subscriber, with the V8 flags and socket handling of ours. It shows what" +
-      " Deno and this machine cost by themselves, so the rest of a gap to Mosquitto is the broker's.",
+      " MQTT 5; the Deno floor has no sessions, retained messages, MQTT 5 or shared subscriptions)." +
+      " `skipped`: the time budget ran out.",
+    "- The Deno floor (scripts/bench/floor_forwarder.ts) is not a broker: about a hundred lines that copy" +
+      " each PUBLISH to the connections subscribed to its exact topic or to any wildcard and acknowledge" +
+      " QoS 1, with the V8 flags and socket handling of ours. It shows what Deno and this machine cost by" +
+      " themselves, so the rest of a gap to Mosquitto is the broker's.",
     "",
   );
   out.push("## Settings", "");
