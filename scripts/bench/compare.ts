@@ -99,13 +99,15 @@ const FLOOR_SCENARIOS: ScenarioName[] = [
   "latency",
   "p2p",
   "fanout_1k",
+  "shared",
+  "conn",
 ];
 
 /** Why a broker cannot run a scenario, or null when it can. */
 export function unsupported(broker: BrokerName, scenario: ScenarioName): string | null {
   if (broker === "aedes" && scenario === "shared") return "Aedes has no $share subscriptions nor MQTT 5";
   if (broker === "deno-floor" && !FLOOR_SCENARIOS.includes(scenario)) {
-    return "the Deno floor has no sessions, retained messages, MQTT 5 or shared subscriptions";
+    return "the Deno floor has no sessions or retained messages, and reads into 64 KiB per connection";
   }
   return null;
 }

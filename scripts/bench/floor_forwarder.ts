@@ -8,11 +8,13 @@
  *
  * It answers CONNECT, SUBSCRIBE (granting the QoS asked for, at most 1), PINGREQ and a QoS 1 PUBLISH (with
  * its PUBACK), and copies every PUBLISH, bytes unchanged, to each connection whose filter is that exact
- * topic and to every connection whose filter has a wildcard, whatever the topic. That is enough for the
- * fan-in, fan-out, latency, p2p and fanout_1k scenarios, whose filters are either one exact topic or match
- * every topic published. No real topic matching, no sessions, no retries, no validation; the PUBACKs of
- * subscribers are read and dropped. It reads with `conn.read()` into a reused buffer and writes each
- * connection once per microtask, like the broker. MQTT 3.1.1 only. Loopback only.
+ * topic, to every connection whose filter has a wildcard, whatever the topic, and to the next member, in
+ * turn, of the one `$share/` group. That is enough for the fan-in, fan-out, latency, p2p, fanout_1k,
+ * shared and conn scenarios, whose filters are either one exact topic or match every topic published.
+ * No real topic matching, no sessions, no retries, no validation; the PUBACKs of subscribers are read
+ * and dropped. It reads with `conn.read()` into a reused buffer and writes each connection once per
+ * microtask, like the broker. MQTT 3.1.1 and 5.0 framing (both sides of a copy must use the same one).
+ * Loopback only.
  *
  * @module
  */
@@ -20,6 +22,8 @@
 import { parseArgs } from "node:util";
 
 const CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);
+/** MQTT 5 CONNACK: no flags, success, no properties. */
+const CONNACK5 = new Uint8Array([0x20, 0x03, 0x00, 0x00, 0x00]);
 const PINGRESP = new Uint8Array([0xd0, 0x00]);
 
 /** One connection's queued output, written once per microtask. */
@@ -65,11 +69,18 @@ class Output {
 
 /** Connections with a wildcard filter: they get every PUBLISH. */
 const everything = new Set<Output>();
+/** Members of the one shared-subscription group, served in turn. */
+const shared: Output[] = [];
+let nextShared = 0;
 /** Connections by the exact topic they subscribed to. */
 const exact = new Map<string, Set<Output>>();
 const utf8 = new TextDecoder();
 
 function subscribe(out: Output, filter: string): void {
+  if (filter.startsWith("$share/")) {
+    shared.push(out);
+    return;
+  }
   if (filter.includes("#") || filter.includes("+")) {
     everything.add(out);
     return;
@@ -81,6 +92,8 @@ function subscribe(out: Output, filter: string): void {
 
 function unsubscribeAll(out: Output): void {
   everything.delete(out);
+  const member = shared.indexOf(out);
+  if (member >= 0) shared.splice(member, 1);
   for (const set of exact.values()) set.delete(out);
 }
 
@@ -89,6 +102,7 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
   const out = new Output(conn);
   const readBuf = new Uint8Array(64 * 1024);
   let pending = new Uint8Array(0);
+  let v5 = false;
   try {
     while (true) {
       const n = await conn.read(readBuf);
@@ -122,6 +136,7 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
           const topicLength = (data[body] << 8) | data[body + 1];
           const packet = data.subarray(pos, end);
           for (const s of everything) s.push(packet);
+          if (shared.length > 0) shared[nextShared++ % shared.length].push(packet);
           if (exact.size > 0) {
             const set = exact.get(utf8.decode(data.subarray(body + 2, body + 2 + topicLength)));
             if (set !== undefined) { for (const s of set) s.push(packet); }
@@ -131,13 +146,30 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
             out.push(new Uint8Array([0x40, 0x02, data[id], data[id + 1]]));
           }
         } else if (type === 1) {
-          out.push(CONNACK);
+          // Protocol Name "MQTT" (2 + 4 bytes), then the Protocol Level.
+          v5 = data[body + 6] === 5;
+          out.push(v5 ? CONNACK5 : CONNACK);
         } else if (type === 8) {
-          // One filter per SUBSCRIBE, as the load generator sends them.
-          const filterLength = (data[body + 2] << 8) | data[body + 3];
-          const filter = utf8.decode(data.subarray(body + 4, body + 4 + filterLength));
-          const qos = Math.min(1, data[body + 4 + filterLength] & 0x03);
-          out.push(new Uint8Array([0x90, 0x03, data[body], data[body + 1], qos]));
+          // One filter per SUBSCRIBE, as the load generator sends them; MQTT 5 puts properties (a
+          // length and that many bytes) after the packet identifier.
+          let at = body + 2;
+          if (v5) {
+            let propsLength = 0;
+            for (let mult = 1;; mult *= 128) {
+              const b = data[at++];
+              propsLength += (b & 0x7f) * mult;
+              if ((b & 0x80) === 0) break;
+            }
+            at += propsLength;
+          }
+          const filterLength = (data[at] << 8) | data[at + 1];
+          const filter = utf8.decode(data.subarray(at + 2, at + 2 + filterLength));
+          const qos = Math.min(1, data[at + 2 + filterLength] & 0x03);
+          out.push(
+            v5
+              ? new Uint8Array([0x90, 0x04, data[body], data[body + 1], 0x00, qos])
+              : new Uint8Array([0x90, 0x03, data[body], data[body + 1], qos]),
+          );
           subscribe(out, filter);
         } else if (type === 12) {
           out.push(PINGRESP);
