@@ -12,7 +12,7 @@ import { type RunningBroker, startBroker } from "../scripts/bench/brokers.ts";
 import { medianRun } from "../scripts/bench/compare.ts";
 import { newRunTag, Sink, STAMP_BYTES, writeStamp } from "../scripts/bench/delivery.ts";
 import { LatencyHistogram } from "../scripts/bench/histogram.ts";
-import { parseCpuTicks, parseMemory } from "../scripts/bench/proc_stats.ts";
+import { parseCpuTicks, parseMachineCpu, parseMemory, stealPercent } from "../scripts/bench/proc_stats.ts";
 import { ratio, renderReport, rssPerConnection, type ScenarioRun } from "../scripts/bench/report.ts";
 import { type LoadResult, resolveOptions, runScenario } from "../scripts/bench/scenarios.ts";
 import { hasCommand, startBroker as startOurBroker } from "./helpers.ts";
@@ -171,6 +171,16 @@ Deno.test("/proc parsing: CPU ticks after a comm with spaces, VmRSS and VmHWM in
   assert.throws(() => parseMemory("Name: x\n"), /no VmRSS/);
 });
 
+Deno.test("/proc parsing: machine CPU steal from the aggregate line of /proc/stat", () => {
+  const before = parseMachineCpu("cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n");
+  assert.deepEqual(before, { total: 1000, steal: 35 });
+  const after = parseMachineCpu("cpu  150 0 60 1700 10 0 5 75 9 0\n");
+  assert.equal(stealPercent(before, after), 4);
+  assert.equal(stealPercent(after, after), null, "no time passed");
+  assert.equal(stealPercent(null, after), null);
+  assert.throws(() => parseMachineCpu("intr 1 2 3\n"), /no aggregate cpu line/);
+});
+
 Deno.test("report: ratios ours / Mosquitto and RSS per idle connection", () => {
   assert.equal(ratio(150, 100), "1.50x");
   assert.equal(ratio(null, 100), "n/a");
@@ -201,12 +211,14 @@ Deno.test("report: ratios ours / Mosquitto and RSS per idle connection", () => {
     pinning: "none",
     loadBefore: 0.1,
     loadAfter: 0.2,
+    stealPercent: 1.25,
     elapsedS: 1,
     brokers: ["mosquitto", "ours-memory"],
     settings: {},
   }, [fanin("mosquitto", 1000), fanin("ours-memory", 2500)]);
   assert.match(md, /\| `fanin` \| delivered msg\/s \(higher is better\) \| 1,000 \| 2,500 \| 2\.50x \|/);
   assert.match(md, /deno task bench:compare --quick/);
+  assert.match(md, /CPU steal over the whole run: 1\.3% of all CPU time/);
 });
 
 Deno.test("loadgen: qos1_persistent keeps the subscriber's session, and our kv store stores every message before PUBACK", async () => {

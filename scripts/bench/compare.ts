@@ -31,7 +31,7 @@ import {
   V8_FLAGS,
 } from "./brokers.ts";
 import { openFileLimit } from "./loadgen.ts";
-import { loadAverage, machineInfo, ProcessMonitor } from "./proc_stats.ts";
+import { loadAverage, machineInfo, ProcessMonitor, readMachineCpu, stealPercent } from "./proc_stats.ts";
 import { HEADLINES, renderReport, type ReportMeta, type ScenarioRun } from "./report.ts";
 import { type LoadResult, SCENARIO_NAMES, type ScenarioName } from "./scenarios.ts";
 
@@ -227,6 +227,7 @@ async function runOne(
     const argv = [Deno.execPath(), "run", "-A", `${root}/scripts/bench/loadgen.ts`, ...lgArgs];
     const full = pin ? ["taskset", "-c", "1", ...argv] : argv;
     monitor.start();
+    const cpuBefore = readMachineCpu();
     const child = new Deno.Command(full[0], {
       args: full.slice(1),
       stdin: "null",
@@ -277,6 +278,7 @@ async function runOne(
     children.delete(handle);
     await Promise.all([reading, readingErr, ...pending]);
     const usage = monitor.stop();
+    run.stealPercent = stealPercent(cpuBefore, readMachineCpu());
     run.cpuPercent = usage.cpuPercent;
     run.peakRss = usage.peakRss;
     const result = last as (LoadResult & { error?: string }) | null;
@@ -329,6 +331,7 @@ async function main(): Promise<number> {
     }
   }
   const loadBefore = loadAverage();
+  const cpuBefore = readMachineCpu();
   const runs: ScenarioRun[] = [];
   const failedStarts = new Map<BrokerName, number>();
   try {
@@ -408,6 +411,7 @@ async function main(): Promise<number> {
       : "not pinned (taskset missing, fewer than 2 cores, or --no-pin)",
     loadBefore,
     loadAfter: loadAverage(),
+    stealPercent: stealPercent(cpuBefore, readMachineCpu()),
     elapsedS: (performance.now() - began) / 1000,
     brokers: opts.brokers,
     settings: {

@@ -61,6 +61,41 @@ export function readMemory(pid: number): MemorySample | null {
   }
 }
 
+/** Cumulative CPU time of the whole machine, from the first line of /proc/stat, in clock ticks. */
+export interface MachineCpu {
+  /** Every field: user, nice, system, idle, iowait, irq, softirq, steal. */
+  total: number;
+  /** Time the hypervisor ran something else while this VM wanted the CPU. */
+  steal: number;
+}
+
+/** The aggregate `cpu` line of /proc/stat text. */
+export function parseMachineCpu(stat: string): MachineCpu {
+  const line = stat.split("\n").find((l) => l.startsWith("cpu "));
+  if (line === undefined) throw new Error(`no aggregate cpu line in /proc/stat: "${stat.slice(0, 60)}"`);
+  // guest and guest_nice (fields 9, 10) are already counted in user and nice.
+  const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (f.length < 8 || f.some((x) => !Number.isFinite(x))) {
+    throw new Error(`unexpected /proc/stat cpu line: "${line}"`);
+  }
+  return { total: f.reduce((a, b) => a + b, 0), steal: f[7] };
+}
+
+/** The machine's CPU counters now; null where /proc/stat cannot be read. */
+export function readMachineCpu(): MachineCpu | null {
+  try {
+    return parseMachineCpu(Deno.readTextFileSync("/proc/stat"));
+  } catch {
+    return null;
+  }
+}
+
+/** Percent of all CPU time stolen by the hypervisor between two readings; null if unknown. */
+export function stealPercent(from: MachineCpu | null, to: MachineCpu | null): number | null {
+  if (from === null || to === null || to.total <= from.total) return null;
+  return (100 * (to.steal - from.steal)) / (to.total - from.total);
+}
+
 /** The 1-minute load average, a hint of how busy the (shared) machine was. */
 export function loadAverage(): number | null {
   try {

@@ -19,6 +19,8 @@ export interface ScenarioRun {
   result?: LoadResult;
   /** Broker CPU during the load generator's run, percent of one core. */
   cpuPercent?: number | null;
+  /** Percent of the machine's CPU time the hypervisor stole during the run (VM noise). */
+  stealPercent?: number | null;
   /** Broker peak VmRSS during the run, bytes. */
   peakRss?: number | null;
   /** Broker VmRSS before the load generator started, bytes. */
@@ -40,6 +42,8 @@ export interface ReportMeta {
   pinning: string;
   loadBefore: number | null;
   loadAfter: number | null;
+  /** Percent of the machine's CPU time stolen by the hypervisor over the whole comparison. */
+  stealPercent: number | null;
   elapsedS: number;
   brokers: BrokerName[];
   /** Settings blocks (title -> text) printed verbatim. */
@@ -60,6 +64,7 @@ const ms = (us: number) => us >= 100_000 ? `${int(us / 1000)} ms` : `${(us / 100
 const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 const r = (run: ScenarioRun) => run.result;
+const pct = (v: number | null | undefined) => v == null ? "-" : `${v.toFixed(1)}%`;
 
 /** Per connection growth of the broker's resident memory while the idle connections were open. */
 export function rssPerConnection(run: ScenarioRun): number | null {
@@ -135,6 +140,11 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
     `- 1-minute load average before / after: ${meta.loadBefore ?? "?"} / ${meta.loadAfter ?? "?"}` +
       " (anything well above 2 means other work shared the cores and the numbers are noisy)",
   );
+  out.push(
+    `- CPU steal over the whole run: ${pct(meta.stealPercent)} of all CPU time (from /proc/stat: time the` +
+      " hypervisor gave this VM's cores to someone else; it lands as millisecond stalls in the p99 and" +
+      " p99.9 columns of every broker alike, per run in the `steal` column)",
+  );
   for (const [k, v] of Object.entries(meta.versions)) out.push(`- ${k}: ${v}`);
   out.push("");
 
@@ -181,6 +191,7 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
       "p99.9",
       "broker CPU",
       "broker peak RSS",
+      "steal",
       "notes",
     ];
     out.push(`| ${cols.join(" | ")} |`, `|${cols.map(() => " --- ").join("|")}|`);
@@ -222,6 +233,7 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
           lat(res?.p999_us),
           run.cpuPercent != null ? `${run.cpuPercent}%` : "-",
           run.peakRss != null ? mib(run.peakRss) : "-",
+          pct(run.stealPercent),
           notes.join("; ").replaceAll("|", "\\|") || "",
         ].join(" | ")
       } |`);
@@ -279,6 +291,7 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
         note: x.note,
         cpu_percent: x.cpuPercent,
         peak_rss: x.peakRss,
+        steal_percent: x.stealPercent,
         rss_before: x.rssBefore,
         rss_ready: x.rssReady,
         result: x.result,
