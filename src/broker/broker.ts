@@ -242,6 +242,11 @@ export class Broker {
    * Sends an acknowledgement once everything applied to the store so far is committed; acks of one client
    * keep their order (§4.6). Without pending writes it is sent at once.
    */
+  /** True when an ack for `client` may go out now: no store write is waiting to commit, no earlier ack held. */
+  canAckNow(client: Client): boolean {
+    return this.#opsSinceFlush === 0 && client.pendingAcks === undefined;
+  }
+
   sendAfterCommit(client: Client, bytes: Uint8Array, type: number): void {
     if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) {
       client.sendBytes(bytes, type);

@@ -161,6 +161,14 @@ export class Client {
     this.sendBytes(bytes, packet.type);
   }
 
+  /** Queues a success PUBACK / PUBREC / PUBREL / PUBCOMP in its 4-byte form, without encoding one. */
+  sendAck(type: 4 | 5 | 6 | 7, packetId: number): void {
+    const metrics = this.broker.metrics;
+    metrics.packetsSent[type]++;
+    metrics.bytesSent += 4;
+    this.transport.writeAck(type, packetId);
+  }
+
   /** Queues already encoded bytes of one packet of `type`. */
   sendBytes(bytes: Uint8Array, type: number): void {
     const metrics = this.broker.metrics;

@@ -78,6 +78,11 @@ function buildPacket(
   return packet;
 }
 
+/** Index of a packet shape in {@link Message.encoded}: protocol family, QoS, RETAIN flag. */
+export function shapeSlot(version: 3 | 4 | 5, qos: QoS, retain: boolean): number {
+  return (version === 5 ? 6 : 0) + qos * 2 + (retain ? 1 : 0);
+}
+
 /**
  * The encoded PUBLISH for a delivery without per-subscriber extras, cached on the message. The packet id
  * (if any) is a placeholder: write it with `Transport.writeWithPacketId` at `publishPacketIdOffset` (src/mqtt/encode.ts).
@@ -92,7 +97,7 @@ export function encodeShared(
   if (msg.expiresAt !== undefined && version === 5) {
     return encodePublish(buildPacket(msg, 5, qos, retain, now), 5);
   }
-  const slot = (version === 5 ? 6 : 0) + qos * 2 + (retain ? 1 : 0);
+  const slot = shapeSlot(version, qos, retain);
   const cache = msg.encoded ??= [];
   let bytes = cache[slot];
   if (bytes === undefined) {

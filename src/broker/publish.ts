@@ -10,11 +10,11 @@
  */
 
 import { ReasonCode } from "../mqtt/reason_codes.ts";
-import { isValidTopicName } from "../mqtt/topic.ts";
-import type { AckPacket, PublishPacket } from "../mqtt/types.ts";
+import { isValidDecodedTopicName } from "../mqtt/topic.ts";
+import type { AckPacket, PublishPacket, QoS } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
-import { forwardableProperties, type Message } from "./message.ts";
+import { forwardableProperties, type Message, shapeSlot } from "./message.ts";
 import { pump, route } from "./routing.ts";
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
@@ -37,8 +37,31 @@ function ack(
   packetId: number,
   reasonCode: number,
 ): void {
-  // The codec writes the 4-byte short form when the reason code is 0 or the client is not MQTT 5.
+  // The 4-byte short form: reason code 0, or a client before MQTT 5 (whose acks carry none).
+  if ((reasonCode === 0 || client.version !== 5) && broker.canAckNow(client)) {
+    client.sendAck(type, packetId);
+    return;
+  }
+  // The codec writes the short form too when it applies.
   broker.sendAfterCommit(client, broker.encodeFor(client, { type, packetId, reasonCode } as AckPacket), type);
+}
+
+/**
+ * The PUBLISH as received, as the first entry of the message's encoding cache ({@link encodeShared}) when
+ * it is what we would send a subscriber of its protocol family at its QoS: no properties, DUP and RETAIN
+ * clear (a live delivery carries RETAIN 0 unless Retain As Published), its own topic (no alias). The
+ * subscriber's packet id is patched into the copy in its output buffer.
+ */
+function forwardAsReceived(
+  client: Client,
+  p: PublishPacket,
+  qos: QoS,
+): (Uint8Array | undefined)[] | undefined {
+  const raw = client.decoder.publishBytes;
+  if (raw === undefined || raw[0] !== (0x30 | (qos << 1)) || p.topic.length === 0) return undefined;
+  const encoded: (Uint8Array | undefined)[] = [];
+  encoded[shapeSlot(client.version, qos, false)] = raw;
+  return encoded;
 }
 
 /** Handles a PUBLISH from a client. */
@@ -73,7 +96,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
       (client.aliasesIn ??= new Map()).set(alias, topic);
     }
   }
-  if (!isValidTopicName(topic)) {
+  if (!isValidDecodedTopicName(topic)) {
     client.disconnect(ReasonCode.TopicNameInvalid, `invalid topic name "${topic}"`);
     return;
   }
@@ -130,6 +153,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
       expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
       receivedAt: now,
       origin: client.clientId,
+      encoded: forwardAsReceived(client, p, qos),
     };
     if (retain) broker.setRetained(msg);
     const matched = route(broker, msg);

@@ -9,7 +9,7 @@
  */
 
 import { publishPacketIdOffset } from "../mqtt/encode.ts";
-import { ownCopy } from "../mqtt/slab.ts";
+import { ownCopy, ownsBuffer } from "../mqtt/slab.ts";
 import type { QoS } from "../mqtt/types.ts";
 import type { SubscriptionRecord } from "../store/store.ts";
 import type { Broker } from "./broker.ts";
@@ -209,7 +209,7 @@ export function deliver(
  */
 function keepLong(msg: Message): void {
   const payload = msg.payload;
-  if (payload.byteLength === payload.buffer.byteLength) return;
+  if (payload.byteLength === payload.buffer.byteLength || ownsBuffer(payload)) return;
   msg.payload = ownCopy(payload);
   msg.encoded = undefined;
 }
@@ -255,11 +255,11 @@ function startSending(
 export function pump(broker: Broker, session: Session): void {
   const client = session.client;
   if (client === undefined) return;
-  const now = Date.now();
+  let now = 0; // read once, and only if a queued message has an expiry
   while (session.inflight.size < client.sendQuota) {
     const entry = session.dequeue();
     if (entry === undefined) break;
-    if (entry.msg.expiresAt !== undefined && entry.msg.expiresAt <= now) {
+    if (entry.msg.expiresAt !== undefined && entry.msg.expiresAt <= (now ||= Date.now())) {
       // §3.3.2.3.3: an expired message is not delivered.
       broker.metrics.dropped.expired++;
       if (session.persistent) {
@@ -313,7 +313,8 @@ export function sendPublish(
     metrics.dropped.slow_consumer++;
     return false;
   }
-  const now = Date.now();
+  // The clock matters only for a message with an expiry (its remaining lifetime goes on the wire).
+  const now = msg.expiresAt === undefined ? 0 : Date.now();
   let bytes: Uint8Array;
   let newAlias: number | undefined;
   if (client.version === 5 && (subscriptionIds !== undefined || client.aliasOutMax > 0)) {

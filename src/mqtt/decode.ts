@@ -20,7 +20,8 @@
  */
 
 import { malformed, MqttError, protocolError } from "./errors.ts";
-import { readProperties, WILL_PROPERTIES } from "./properties.ts";
+import { readProperties, variableByteIntegerLength, WILL_PROPERTIES } from "./properties.ts";
+import { slabCopy } from "./slab.ts";
 import { Reader } from "./reader.ts";
 import { isValidReasonCode, ReasonCode } from "./reason_codes.ts";
 import type {
@@ -214,7 +215,7 @@ function decodeConnack(r: Reader, version: ProtocolVersion): ConnackPacket {
 function decodePublish(r: Reader, flags: number, version: ProtocolVersion): PublishPacket {
   const qos = (flags >>> 1) & 0x03;
   if (qos === 3) throw malformed("PUBLISH QoS is 3 (MQTT-3.3.1-4)");
-  const topic = r.utf8("Topic Name");
+  const topic = r.topic();
   let id: number | undefined;
   if (qos > 0) id = packetId(r, "PUBLISH");
   const props = version === 5 ? readProperties(r, 3) : undefined;
@@ -413,6 +414,12 @@ export class PacketDecoder {
   #need = -1;
   /** Header length (type byte + length bytes) of the partial packet once known. */
   #headerLen = 0;
+  /**
+   * The whole PUBLISH that {@link next} returned last, when it carries no properties and is byte for byte
+   * what `encode` writes for its fields (else undefined). The payload of that packet is a view into it.
+   * It is the caller's to keep; it is replaced by the next call.
+   */
+  publishBytes: Uint8Array | undefined = undefined;
 
   constructor(opts: DecoderOptions = {}) {
     this.protocolVersion = opts.protocolVersion ?? 4;
@@ -503,12 +510,48 @@ export class PacketDecoder {
 
   #decode(bytes: Uint8Array, start: number): Packet {
     const r = READER;
-    r.reset(bytes, start + this.#headerLen, start + this.#need);
     const header = bytes[start];
+    this.publishBytes = undefined;
+    if (header >>> 4 === 3) return this.#decodePublish(bytes, start, header);
+    r.reset(bytes, start + this.#headerLen, start + this.#need);
     if (header === 0x10) this.#peekConnectLevel(bytes, r.pos, r.end);
     const packet = decodeBody(r, header, this.protocolVersion);
     r.reset(EMPTY, 0, 0); // drop the reference to the caller's chunk
     if (packet.type === 1) this.protocolVersion = packet.protocolVersion;
+    return packet;
+  }
+
+  /**
+   * A PUBLISH is copied whole, once: its payload is a view into the copy, and when the copy is exactly what
+   * our encoder would write for the same fields it becomes {@link publishBytes}, so a broker can forward
+   * it without encoding it again.
+   */
+  #decodePublish(bytes: Uint8Array, start: number, header: number): PublishPacket {
+    const r = READER;
+    const total = this.#need;
+    const headerLen = this.#headerLen;
+    const raw = slabCopy(bytes, start, start + total);
+    r.reset(raw, headerLen, total);
+    r.owned = true;
+    let packet: PublishPacket;
+    try {
+      packet = decodePublish(r, header & 0x0f, this.protocolVersion);
+    } finally {
+      r.owned = false;
+      r.reset(EMPTY, 0, 0);
+    }
+    // Canonical: a minimal Remaining Length (§1.5.5 allows longer forms on the wire) and, in MQTT 5, no
+    // properties behind a one-byte zero Property Length.
+    if (packet.properties === undefined && headerLen === 1 + variableByteIntegerLength(total - headerLen)) {
+      if (this.protocolVersion !== 5) this.publishBytes = raw;
+      else {
+        const lengthAt = headerLen + 2 + ((raw[headerLen] << 8) | raw[headerLen + 1]) +
+          (packet.qos > 0 ? 2 : 0);
+        if (raw[lengthAt] === 0 && raw.byteOffset + lengthAt + 1 === packet.payload.byteOffset) {
+          this.publishBytes = raw;
+        }
+      }
+    }
     return packet;
   }
 

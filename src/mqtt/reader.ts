@@ -10,6 +10,7 @@
 
 import { slabCopy } from "./slab.ts";
 import { malformed } from "./errors.ts";
+import { decodeTopic } from "./topic_cache.ts";
 import { decodeUtf8 } from "./utf8.ts";
 
 /** Cursor over `buf[pos, end)`. */
@@ -20,6 +21,8 @@ export class Reader {
   pos: number;
   /** One past the last byte of the packet. */
   end: number;
+  /** `buf` is a copy owned by the packet being decoded: the payload may be a view into it. */
+  owned = false;
 
   constructor(buf: Uint8Array = new Uint8Array(0), pos = 0, end: number = buf.length) {
     this.buf = buf;
@@ -92,6 +95,17 @@ export class Reader {
     throw malformed(`${what} (variable byte integer) is longer than 4 bytes`);
   }
 
+  /** A PUBLISH Topic Name: a UTF-8 Encoded String, decoded through the {@link decodeTopic} cache. */
+  topic(): string {
+    const len = this.u16("Topic Name");
+    const p = this.pos;
+    if (p + len > this.end) {
+      throw malformed(`Topic Name declares ${len} bytes but only ${this.end - p} remain in the packet`);
+    }
+    this.pos = p + len;
+    return decodeTopic(this.buf, p, len);
+  }
+
   /** UTF-8 Encoded String (§1.5.4): two-byte length then well-formed UTF-8 without U+0000. */
   utf8(what: string): string {
     const len = this.u16(what);
@@ -114,9 +128,9 @@ export class Reader {
     return slabCopy(this.buf, p, p + len);
   }
 
-  /** The rest of the packet, copied (a PUBLISH payload or a 3.1 password). */
+  /** The rest of the packet (a PUBLISH payload or a 3.1 password): copied, unless the buffer is owned. */
   rest(): Uint8Array {
-    const out = slabCopy(this.buf, this.pos, this.end);
+    const out = this.owned ? this.buf.subarray(this.pos, this.end) : slabCopy(this.buf, this.pos, this.end);
     this.pos = this.end;
     return out;
   }

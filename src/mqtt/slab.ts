@@ -36,7 +36,19 @@ export function slabCopy(src: Uint8Array, start: number, end: number): Uint8Arra
   return out;
 }
 
+/** Bytes of a buffer that {@link ownsBuffer} lets a view leave unused (a PUBLISH header before a payload). */
+const OWN_SLACK = 256;
+
+/**
+ * True when `src` is (nearly) all of its ArrayBuffer: keeping it pins no slab and no other message's bytes.
+ * A payload that is a view into its own whole-PUBLISH copy qualifies (only the header is spare); a view
+ * into a slab never does (a slab is 16 KiB, its allocations at most 2 KiB).
+ */
+export function ownsBuffer(src: Uint8Array): boolean {
+  return src.buffer.byteLength - src.byteLength <= OWN_SLACK;
+}
+
 /** A copy in a buffer of its own (for bytes kept long, so they do not pin a slab). */
 export function ownCopy(src: Uint8Array): Uint8Array {
-  return src.byteLength === src.buffer.byteLength ? src : src.slice();
+  return src.byteLength === src.buffer.byteLength || ownsBuffer(src) ? src : src.slice();
 }

@@ -54,6 +54,20 @@ export function isValidTopicName(topic: string): boolean {
   return bytes > 0 && bytes <= MAX_STRING_BYTES;
 }
 
+/**
+ * {@link isValidTopicName} for a topic that our decoder produced: it already refused ill-formed UTF-8 and
+ * U+0000 (MQTT-1.5.4-1, MQTT-1.5.4-2), and a two-byte length prefix cannot announce more than 65535 bytes,
+ * so what is left to check is a non-empty name without wildcard characters.
+ */
+export function isValidDecodedTopicName(topic: string): boolean {
+  if (topic.length === 0) return false;
+  for (let i = 0; i < topic.length; i++) {
+    const c = topic.charCodeAt(i);
+    if (c === PLUS || c === HASH) return false;
+  }
+  return true;
+}
+
 /** Wildcard placement for a filter without the $share prefix (§4.7.1). */
 function validWildcards(filter: string): boolean {
   const n = filter.length;

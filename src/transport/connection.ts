@@ -38,6 +38,8 @@ export interface Transport {
    * encoding serves every subscriber.
    */
   writeWithPacketId(bytes: Uint8Array, idOffset: number, packetId: number, dup: boolean): void;
+  /** Queues the 4-byte form of a PUBACK, PUBREC, PUBREL or PUBCOMP: success, no properties. */
+  writeAck(type: 4 | 5 | 6 | 7, packetId: number): void;
   /** Flushes what is queued (best effort, bounded by `timeoutMs`) and closes. */
   close(flushTimeoutMs?: number): void;
 }
@@ -178,6 +180,12 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   writeWithPacketId(bytes: Uint8Array, idOffset: number, packetId: number, dup: boolean): void {
     if (this.#closed) return;
     this.#out.appendWithPacketId(bytes, idOffset, packetId, dup);
+    this.#schedule();
+  }
+
+  writeAck(type: 4 | 5 | 6 | 7, packetId: number): void {
+    if (this.#closed) return;
+    this.#out.appendAck(type, packetId);
     this.#schedule();
   }
 

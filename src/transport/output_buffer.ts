@@ -52,6 +52,18 @@ export class OutputBuffer {
     this.length = at + bytes.length;
   }
 
+  /** Appends a 4-byte PUBACK, PUBREC, PUBREL or PUBCOMP (success, no properties) for `packetId`. */
+  appendAck(type: 4 | 5 | 6 | 7, packetId: number): void {
+    const at = this.length;
+    this.#reserve(4);
+    const out = this.data;
+    out[at] = type === 6 ? 0x62 : type << 4; // PUBREL has the fixed flags 0b0010 (§3.6.1)
+    out[at + 1] = 2;
+    out[at + 2] = packetId >> 8;
+    out[at + 3] = packetId & 0xff;
+    this.length = at + 4;
+  }
+
   /**
    * Hands the queued bytes over and continues in `next` (empty). Returns the previous array; its first
    * `length` bytes (read before the call) are the output.
