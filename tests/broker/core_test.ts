@@ -255,6 +255,87 @@ Deno.test("persistent session: queued QoS 1 delivered on reconnect, session pres
   }
 });
 
+Deno.test("a PUBLISH forwarded as received still gets the subscriber's packet id, DUP 0 and RETAIN 0", async () => {
+  const b = await startBroker();
+  try {
+    const sub = await RawClient.connect(b.port);
+    sub.send({
+      type: 8,
+      packetId: 1,
+      subscriptions: [{
+        topicFilter: "fw/#",
+        qos: 1,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
+    });
+    await sub.expect(9);
+    const pub = await RawClient.connect(b.port);
+    // A retransmission (DUP 1) with the publisher's packet id 4242, then a retained one, then a plain one.
+    pub.send({
+      type: 3,
+      topic: "fw/a",
+      payload: te("one"),
+      qos: 1,
+      retain: false,
+      dup: true,
+      packetId: 4242,
+    });
+    pub.send({
+      type: 3,
+      topic: "fw/a",
+      payload: te("two"),
+      qos: 1,
+      retain: true,
+      dup: false,
+      packetId: 4243,
+    });
+    pub.send({
+      type: 3,
+      topic: "fw/b",
+      payload: te("three"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 4244,
+    });
+    const got: PublishPacket[] = [];
+    for (let i = 0; i < 3; i++) {
+      const p = await sub.expect(3) as PublishPacket;
+      got.push(p);
+      sub.send({ type: 4, packetId: p.packetId! });
+    }
+    assert.deepEqual(got.map((p) => [p.topic, td(p.payload), p.dup, p.retain]), [
+      ["fw/a", "one", false, false],
+      ["fw/a", "two", false, false],
+      ["fw/b", "three", false, false],
+    ]);
+    const ids = got.map((p) => p.packetId!);
+    assert.ok(ids.every((id) => id < 4242), `the subscriber's own packet ids, got ${ids}`);
+    assert.equal(new Set(ids).size, 3);
+    // A new subscriber gets the retained one with RETAIN 1.
+    const late = await RawClient.connect(b.port);
+    late.send({
+      type: 8,
+      packetId: 1,
+      subscriptions: [{
+        topicFilter: "fw/a",
+        qos: 0,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
+    });
+    await late.expect(9);
+    const retained = await late.expect(3) as PublishPacket;
+    assert.deepEqual([td(retained.payload), retained.retain, retained.qos], ["two", true, 0]);
+    await Promise.all([sub.close(), pub.close(), late.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
 Deno.test("unacknowledged QoS 1 is redelivered with DUP on reconnect", async () => {
   const b = await startBroker();
   try {

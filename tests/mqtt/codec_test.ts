@@ -406,3 +406,78 @@ Deno.test("PacketDecoder: a malformed MQTT 5 CONNECT still sets protocolVersion 
   assert.equal(reasonOf(() => unknown.next()), 0x84);
   assert.equal(unknown.protocolVersion, 4);
 });
+
+Deno.test("decoder: publishBytes is the whole PUBLISH when it is exactly what encode writes, else undefined", () => {
+  const payload = new Uint8Array([1, 2, 3, 4]);
+  for (const version of [4, 5] as const) {
+    for (const qos of [0, 1, 2] as const) {
+      const p: PublishPacket = {
+        type: 3,
+        topic: "a/b",
+        payload,
+        qos,
+        retain: false,
+        dup: false,
+        ...(qos > 0 ? { packetId: 7 } : {}),
+      };
+      const bytes = encode(p, version);
+      const d = new PacketDecoder({ protocolVersion: version });
+      d.push(bytes);
+      const got = d.next() as PublishPacket;
+      assert.deepEqual(d.publishBytes, bytes, `v${version} QoS ${qos}`);
+      // The payload is a view into those bytes, not a second copy.
+      assert.equal(got.payload.buffer, d.publishBytes!.buffer);
+      assert.deepEqual(got.payload, payload);
+    }
+  }
+  const d = new PacketDecoder({ protocolVersion: 5 });
+  d.push(
+    encode({
+      type: 3,
+      topic: "a",
+      payload,
+      qos: 0,
+      retain: false,
+      dup: false,
+      properties: { contentType: "x" },
+    }, 5),
+  );
+  assert.ok(d.next() !== null);
+  assert.equal(d.publishBytes, undefined, "MQTT 5 with properties");
+  // Remaining Length 7 written in two bytes (0x87 0x00): legal to decode, not canonical.
+  const long = new Uint8Array([0x30, 0x87, 0x00, 0, 1, 0x61, 9, 9, 9, 9]);
+  const d4 = new PacketDecoder();
+  d4.push(long);
+  const p = d4.next() as PublishPacket;
+  assert.deepEqual([p.topic, [...p.payload]], ["a", [9, 9, 9, 9]]);
+  assert.equal(d4.publishBytes, undefined, "non-minimal Remaining Length");
+  d4.push(encode({ type: 12 } as Packet, 4));
+  d4.next();
+  assert.equal(d4.publishBytes, undefined, "reset by a packet that is not a PUBLISH");
+});
+
+Deno.test("decoder: cached topic names are exact for colliding and new bytes, and bad UTF-8 is refused every time", () => {
+  const alphabet = "ab/ü€";
+  let seed = 7;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) >>> 0) % n;
+  const topics: string[] = [];
+  for (let i = 0; i < 3000; i++) {
+    let t = "";
+    const len = 1 + rand(30);
+    for (let k = 0; k < len; k++) t += alphabet[rand(alphabet.length)];
+    topics.push(t);
+  }
+  const d = new PacketDecoder();
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < topics.length; i++) {
+      const t = topics[(i * 7 + round * 13) % topics.length];
+      d.push(encode({ type: 3, topic: t, payload: new Uint8Array(1), qos: 0, retain: false, dup: false }, 4));
+      assert.equal((d.next() as PublishPacket).topic, t);
+    }
+  }
+  for (let i = 0; i < 2; i++) {
+    const d2 = new PacketDecoder();
+    d2.push(new Uint8Array([0x30, 5, 0, 2, 0x61, 0xff, 1])); // "a" then a byte that never occurs in UTF-8
+    assert.throws(() => d2.next(), (e: unknown) => e instanceof MqttError && e.reasonCode === 0x81);
+  }
+});
