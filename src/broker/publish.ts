@@ -141,7 +141,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
   }
 
   if (reasonCode === ReasonCode.Success) {
-    const now = Date.now();
+    const now = client.lastRead; // when the chunk holding this PUBLISH was read: a clock read costs ~90 ns
     const expiry = props?.messageExpiryInterval;
     const retain = p.retain && config.retained.enabled;
     const msg: Message = {

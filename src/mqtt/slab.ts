@@ -11,6 +11,8 @@
  */
 
 const SLAB_SIZE = 16 * 1024;
+/** Up to this many bytes a loop copies faster than making a source view for `set` (~60 ns per view). */
+const SHORT_COPY = 64;
 /** Larger requests get their own buffer. */
 const MAX_SLAB_ALLOCATION = 2048;
 
@@ -31,8 +33,13 @@ export function slabAlloc(n: number): Uint8Array {
 
 /** A copy of `src[start, end)` that does not alias `src`. */
 export function slabCopy(src: Uint8Array, start: number, end: number): Uint8Array {
-  const out = slabAlloc(end - start);
-  out.set(src.subarray(start, end));
+  const n = end - start;
+  const out = slabAlloc(n);
+  if (n <= SHORT_COPY) {
+    for (let i = 0; i < n; i++) out[i] = src[start + i];
+  } else {
+    out.set(src.subarray(start, end));
+  }
   return out;
 }
 

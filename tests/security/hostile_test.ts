@@ -116,7 +116,10 @@ Deno.test("a Remaining Length of 268,435,455 is refused at once, before and afte
     assert.equal((await v5b.expect(14) as DisconnectPacket).reasonCode, 0x81);
     await v5b.expectClosed(1000);
 
-    assert.ok(Deno.memoryUsage().rss - rssBefore < 32 * 1024 * 1024, "nothing near 256 MB was allocated");
+    // Half the announced size: well clear of the garbage other tests of this process leave for the GC, and
+    // still failing if a buffer for the announced length were allocated.
+    const grown = Deno.memoryUsage().rss - rssBefore;
+    assert.ok(grown < 128 * 1024 * 1024, `nothing near 256 MB was allocated (RSS grew ${grown} bytes)`);
     assert.equal(b.broker.connections.size, 0);
     assert.deepEqual(internalErrors(b), []);
     await Promise.all([before.close(), v5.close(), v4.close(), v5b.close()]);
