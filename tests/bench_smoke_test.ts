@@ -126,6 +126,18 @@ Deno.test({
     }),
 });
 
+Deno.test("hotpath bench: every shape delivers all of its messages through the in-memory connections", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/scripts/bench/hotpath_bench.ts`, "--messages", "20000", "--rounds", "1"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, `hotpath bench failed: ${new TextDecoder().decode(out.stderr)} ${stdout}`);
+  const names = [...stdout.matchAll(/^(\S+) +\d+ ns per delivery/gm)].map((m) => m[1]);
+  assert.deepEqual(names, ["qos0", "qos0_fanout50", "qos1", "qos1_mqtt5", "qos1_persistent_kv"]);
+});
+
 Deno.test("delivery accounting detects duplicates, late messages, foreign stamps and latency", () => {
   const tag = newRunTag();
   const sink = new Sink(new LatencyHistogram(), tag);
