@@ -26,19 +26,18 @@ const OUTBOUND_STATES = ["queued", "publish", "pubrel"] as const;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/** Scratch for big-endian float64 writes without a DataView per record (a DataView is a heap object). */
+const F64 = new Float64Array(1);
+const F64_BYTES = new Uint8Array(F64.buffer);
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** A growable byte buffer with the primitive writers the record encoders need. */
 class Writer {
   buf: Uint8Array;
-  #view?: DataView;
   pos = 0;
 
   constructor(capacity: number) {
     this.buf = slabAlloc(capacity); // a fresh typed array per record costs more than encoding it
-  }
-
-  /** Created on first use: most records need no multi-byte number besides varints. */
-  get view(): DataView {
-    return this.#view ??= new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
   }
 
   ensure(extra: number): void {
@@ -46,7 +45,6 @@ class Writer {
     const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + extra));
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
-    this.#view = undefined;
   }
 
   u8(n: number): void {
@@ -54,16 +52,22 @@ class Writer {
     this.buf[this.pos++] = n;
   }
 
+  /** Big-endian, as DataView writes it by default. */
   u16(n: number): void {
     this.ensure(2);
-    this.view.setUint16(this.pos, n);
+    this.buf[this.pos] = (n >>> 8) & 0xff;
+    this.buf[this.pos + 1] = n & 0xff;
     this.pos += 2;
   }
 
+  /** Big-endian IEEE 754, as DataView writes it by default. */
   f64(n: number): void {
     this.ensure(8);
-    this.view.setFloat64(this.pos, n);
-    this.pos += 8;
+    F64[0] = n;
+    const buf = this.buf;
+    const at = this.pos;
+    for (let i = 0; i < 8; i++) buf[at + i] = F64_BYTES[LITTLE_ENDIAN ? 7 - i : i];
+    this.pos = at + 8;
   }
 
   varint(n: number): void {
