@@ -259,6 +259,43 @@ Deno.test("loadgen: qos1_persistent keeps the subscriber's session, and our kv s
   }
 });
 
+Deno.test("report: QoS 1 gets a second summary row of messages acknowledged and delivered", () => {
+  const qos1 = (
+    broker: ScenarioRun["broker"],
+    acked: number,
+    delivered: number,
+    lost: number,
+  ): ScenarioRun => ({
+    scenario: "qos1",
+    broker,
+    status: "ok",
+    loadgenArgs: [],
+    result: { ack_rate: acked, rate: delivered, lost, errors: [], disconnects: 0 } as unknown as LoadResult,
+  });
+  const md = renderReport({
+    date: "2026-01-01T00:00:00Z",
+    command: "deno task bench:compare",
+    quick: false,
+    machine: { cpuModel: "test cpu", cores: 2, memoryGiB: 1, kernel: "6.0" },
+    versions: {},
+    pinning: "none",
+    loadBefore: null,
+    loadAfter: null,
+    stealPercent: null,
+    elapsedS: 1,
+    brokers: ["mosquitto", "ours-memory"],
+    settings: {},
+  }, [qos1("mosquitto", 100_000, 40_000, 300_000), qos1("ours-memory", 300_000, 300_000, 0)]);
+  assert.match(
+    md,
+    /\| `qos1` \| PUBACKs\/s \(higher is better\) \| 100,000 \(lost 300,000\) \| 300,000 \| 3\.00x \|/,
+  );
+  assert.match(
+    md,
+    /\| `qos1` \| delivered msg\/s \(higher is better\) \| 40,000 \(lost 300,000\) \| 300,000 \| 7\.50x \|/,
+  );
+});
+
 Deno.test("compare: the median of repeated latency runs is reported, with every run's value", () => {
   const run = (p99: number | null): ScenarioRun => ({
     scenario: "latency",
