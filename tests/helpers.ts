@@ -12,7 +12,7 @@ import type { Config } from "../src/config/types.ts";
 import { createLogger } from "../src/log.ts";
 import { PacketDecoder } from "../src/mqtt/decode.ts";
 import { encode } from "../src/mqtt/encode.ts";
-import type { Packet, ProtocolVersion } from "../src/mqtt/types.ts";
+import type { Packet, ProtocolVersion, QoS } from "../src/mqtt/types.ts";
 import { createStore } from "../src/store/mod.ts";
 import type { Store } from "../src/store/store.ts";
 
@@ -161,6 +161,16 @@ export class RawClient {
   /** Sends a packet. */
   send(packet: Packet): void {
     this.sendBytes(encode(packet, this.version));
+  }
+
+  /** Subscribes to one filter with default options and waits for the SUBACK. */
+  async subscribe(topicFilter: string, qos: QoS, packetId = 1): Promise<Packet> {
+    this.send({
+      type: 8,
+      packetId,
+      subscriptions: [{ topicFilter, qos, noLocal: false, retainAsPublished: false, retainHandling: 0 }],
+    });
+    return await this.expect(9);
   }
 
   /** Sends raw bytes (for malformed input). */

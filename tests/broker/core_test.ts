@@ -259,18 +259,7 @@ Deno.test("a PUBLISH forwarded as received still gets the subscriber's packet id
   const b = await startBroker();
   try {
     const sub = await RawClient.connect(b.port);
-    sub.send({
-      type: 8,
-      packetId: 1,
-      subscriptions: [{
-        topicFilter: "fw/#",
-        qos: 1,
-        noLocal: false,
-        retainAsPublished: false,
-        retainHandling: 0,
-      }],
-    });
-    await sub.expect(9);
+    await sub.subscribe("fw/#", 1);
     const pub = await RawClient.connect(b.port);
     // A retransmission (DUP 1) with the publisher's packet id 4242, then a retained one, then a plain one.
     pub.send({
@@ -316,18 +305,7 @@ Deno.test("a PUBLISH forwarded as received still gets the subscriber's packet id
     assert.equal(new Set(ids).size, 3);
     // A new subscriber gets the retained one with RETAIN 1.
     const late = await RawClient.connect(b.port);
-    late.send({
-      type: 8,
-      packetId: 1,
-      subscriptions: [{
-        topicFilter: "fw/a",
-        qos: 0,
-        noLocal: false,
-        retainAsPublished: false,
-        retainHandling: 0,
-      }],
-    });
-    await late.expect(9);
+    await late.subscribe("fw/a", 0);
     const retained = await late.expect(3) as PublishPacket;
     assert.deepEqual([td(retained.payload), retained.retain, retained.qos], ["two", true, 0]);
     await Promise.all([sub.close(), pub.close(), late.close()]);
