@@ -56,7 +56,8 @@ export interface ListenerHandle {
   close(): Promise<void> | void;
 }
 
-type Deferred = Uint8Array | (() => void);
+/** What waits in `Client.pendingAcks`: encoded bytes, a short ack as a number (see ackAfterCommit), or a callback. */
+type Deferred = Uint8Array | number | (() => void);
 
 /** The MQTT broker. */
 export class Broker {
@@ -242,17 +243,26 @@ export class Broker {
    * Sends an acknowledgement once everything applied to the store so far is committed; acks of one client
    * keep their order (§4.6). Without pending writes it is sent at once.
    */
-  /** True when an ack for `client` may go out now: no store write is waiting to commit, no earlier ack held. */
-  canAckNow(client: Client): boolean {
-    return this.#opsSinceFlush === 0 && client.pendingAcks === undefined;
-  }
-
   sendAfterCommit(client: Client, bytes: Uint8Array, type: number): void {
     if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) {
       client.sendBytes(bytes, type);
       return;
     }
     (client.pendingAcks ??= []).push(bytes);
+    this.#waitForCommit(client);
+  }
+
+  /**
+   * A success PUBACK / PUBREC / PUBREL / PUBCOMP in its 4-byte form, now or once the store committed. While
+   * it waits it is one number in the client's list (type in the high bits), not an encoded packet: at
+   * thousands of acks per commit, encoded ones lived long enough to be promoted and collected as old objects.
+   */
+  ackAfterCommit(client: Client, type: 4 | 5 | 6 | 7, packetId: number): void {
+    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) {
+      client.sendAck(type, packetId);
+      return;
+    }
+    (client.pendingAcks ??= []).push(type * 0x10000 + packetId);
     this.#waitForCommit(client);
   }
 
@@ -309,12 +319,13 @@ export class Broker {
       const n = target - client.ackBase;
       if (n <= 0) continue;
       const pending = client.pendingAcks!;
-      const list = pending.splice(0, n) as Deferred[];
+      const list = pending.splice(0, n);
       if (pending.length === 0) client.pendingAcks = undefined;
       client.ackBase += n;
       if (client.state === "closed") continue;
       for (const item of list) {
-        if (typeof item === "function") item();
+        if (typeof item === "number") client.sendAck((item >>> 16) as 4 | 5 | 6 | 7, item & 0xffff);
+        else if (typeof item === "function") item();
         else client.sendBytes(item, item[0] >> 4);
       }
     }

@@ -48,7 +48,7 @@ export class Client {
    * Acks waiting for the store to commit what their PUBLISH caused, in arrival order (§4.6); undefined
    * when none wait (idle connections hold no arrays).
    */
-  pendingAcks?: (Uint8Array | (() => void))[];
+  pendingAcks?: (Uint8Array | number | (() => void))[];
   /** Absolute index of `pendingAcks[0]` (acks released so far). */
   ackBase = 0;
   /** Commit waits in registration order; each releases acks up to its absolute `target`. */

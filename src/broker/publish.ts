@@ -38,8 +38,8 @@ function ack(
   reasonCode: number,
 ): void {
   // The 4-byte short form: reason code 0, or a client before MQTT 5 (whose acks carry none).
-  if ((reasonCode === 0 || client.version !== 5) && broker.canAckNow(client)) {
-    client.sendAck(type, packetId);
+  if (reasonCode === 0 || client.version !== 5) {
+    broker.ackAfterCommit(client, type, packetId);
     return;
   }
   // The codec writes the short form too when it applies.

@@ -90,8 +90,11 @@ interface Batch {
   owned: Map<string, string[]>;
   /** Clients whose session was deleted: their committed keys are listed and deleted at commit time. */
   sessionDeletes: Map<string, NamePart>;
-  /** New outbound records per client (owner id) in this batch, to be written as one pack. */
-  pending: Map<string, { part: NamePart; records: Map<number, Uint8Array> }>;
+  /**
+   * New outbound records per client (owner id) in this batch, to be written as one pack. Encoded only when
+   * the batch is sealed: most are deleted again (acknowledged) before that and never cost an encoding.
+   */
+  pending: Map<string, { part: NamePart; records: Map<number, OutboundRecord> }>;
   /** Clients whose tombstone list changed in this batch. */
   tombDirty: Set<string>;
   /** Clients with an outbound record under a key of its own in this batch (rare: state changes). */
@@ -478,7 +481,7 @@ export class KvStore implements Store {
     const seq = record.seq;
     const pending = batch.pending.get(owner);
     if (pending?.records.has(seq)) {
-      pending.records.set(seq, encodeOutbound(record)); // rewritten within its batch: still one pack entry
+      pending.records.set(seq, record); // rewritten within its batch: still one pack entry
       return;
     }
     const packs = this.#packs.get(owner);
@@ -488,7 +491,7 @@ export class KvStore implements Store {
     if (this.#exact && !inPack && !individual) {
       let p = pending;
       if (p === undefined) batch.pending.set(owner, p = { part, records: new Map() });
-      p.records.set(seq, encodeOutbound(record));
+      p.records.set(seq, record);
       return;
     }
     if (inPack) this.#removeFromPack(batch, owner, packs!, seq);
@@ -571,10 +574,11 @@ export class KvStore implements Store {
         group = [];
         bytes = 0;
       };
-      for (const entry of records) {
-        if (bytes + entry[1].length > PACK_BYTES) emit();
-        group.push(entry);
-        bytes += entry[1].length + 4;
+      for (const [seq, record] of records) {
+        const value = encodeOutbound(record);
+        if (bytes + value.length > PACK_BYTES) emit();
+        group.push([seq, value]);
+        bytes += value.length + 4;
       }
       emit();
     }
@@ -594,9 +598,10 @@ export class KvStore implements Store {
       const batch = this.#current;
       this.#current = undefined;
       this.#committing = batch;
-      this.#materialize(batch);
-      this.#seal(batch);
       try {
+        // Inside the try: encoding the batch's records can fail, and that must fail the batch, not the loop.
+        this.#materialize(batch);
+        this.#seal(batch);
         await this.#write(batch);
         batch.resolve();
       } catch (e) {
