@@ -10,6 +10,7 @@
  * Socket benchmarks on a shared VM swing by a factor of two between runs (CPU steal, cache neighbours); this
  * one does no I/O, so before/after numbers of a change to the hot path are comparable within one run.
  * Each scenario runs `--rounds` times; the best round is printed (the least disturbed one). Not a test.
+ * With `HOTPATH_STATS=1` in the environment each round also prints the store's commits and mutations.
  *
  * - `qos0`: 1 publisher -> 1 subscriber, QoS 0 (the fan-in path)
  * - `qos0_fanout50`: 1 publisher -> 50 subscribers, QoS 0 (ns per delivery)
@@ -269,7 +270,11 @@ async function round(shape: Shape): Promise<number> {
     if (Deno.env.get("HOTPATH_STATS")) {
       const st = broker.store.stats;
       const lat = st.latencies.slice().sort((a, b) => a - b);
-      console.error(`${shape.name}: ${st.commits} commits, ${st.mutations} mutations, commit p50 ${lat[lat.length >> 1]} ms`);
+      console.error(
+        `${shape.name}: ${st.commits} commits, ${st.mutations} mutations, commit p50 ${
+          lat[lat.length >> 1]
+        } ms`,
+      );
     }
     return ns;
   } finally {
