@@ -9,7 +9,7 @@
  */
 
 import { publishPacketIdOffset } from "../mqtt/encode.ts";
-import { ownCopy, ownsBuffer } from "../mqtt/slab.ts";
+import { ownsBuffer } from "../mqtt/slab.ts";
 import type { QoS } from "../mqtt/types.ts";
 import type { SubscriptionRecord } from "../store/store.ts";
 import type { Broker } from "./broker.ts";
@@ -212,8 +212,8 @@ export function deliver(
  */
 function keepLong(msg: Message): void {
   const payload = msg.payload;
-  if (payload.byteLength === payload.buffer.byteLength || ownsBuffer(payload)) return;
-  msg.payload = ownCopy(payload);
+  if (ownsBuffer(payload)) return;
+  msg.payload = payload.slice();
   msg.encoded = undefined;
 }
 

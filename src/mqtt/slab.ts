@@ -57,5 +57,5 @@ export function ownsBuffer(src: Uint8Array): boolean {
 
 /** A copy in a buffer of its own (for bytes kept long, so they do not pin a slab). */
 export function ownCopy(src: Uint8Array): Uint8Array {
-  return src.byteLength === src.buffer.byteLength || ownsBuffer(src) ? src : src.slice();
+  return ownsBuffer(src) ? src : src.slice();
 }
