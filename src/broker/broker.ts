@@ -244,12 +244,7 @@ export class Broker {
    * keep their order (§4.6). Without pending writes it is sent at once.
    */
   sendAfterCommit(client: Client, bytes: Uint8Array, type: number): void {
-    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) {
-      client.sendBytes(bytes, type);
-      return;
-    }
-    (client.pendingAcks ??= []).push(bytes);
-    this.#waitForCommit(client);
+    if (!this.#deferred(client, bytes)) client.sendBytes(bytes, type);
   }
 
   /**
@@ -258,22 +253,23 @@ export class Broker {
    * thousands of acks per commit, encoded ones lived long enough to be promoted and collected as old objects.
    */
   ackAfterCommit(client: Client, type: 4 | 5 | 6 | 7, packetId: number): void {
-    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) {
-      client.sendAck(type, packetId);
-      return;
-    }
-    (client.pendingAcks ??= []).push(type * 0x10000 + packetId);
-    this.#waitForCommit(client);
+    if (!this.#deferred(client, type * 0x10000 + packetId)) client.sendAck(type, packetId);
   }
 
   /** Runs `fn` after the acks queued before it were sent. */
   runAfterCommit(client: Client, fn: () => void): void {
-    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) {
-      fn();
-      return;
-    }
-    ((client.pendingAcks ??= []) as Deferred[]).push(fn);
+    if (!this.#deferred(client, fn)) fn();
+  }
+
+  /**
+   * Queues `item` behind the client's waiting acks when a store write or an earlier ack is pending, and
+   * returns true; returns false when nothing waits, and the caller acts at once.
+   */
+  #deferred(client: Client, item: Deferred): boolean {
+    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) return false;
+    (client.pendingAcks ??= []).push(item);
     this.#waitForCommit(client);
+    return true;
   }
 
   /**

@@ -42,7 +42,6 @@ function ack(
     broker.ackAfterCommit(client, type, packetId);
     return;
   }
-  // The codec writes the short form too when it applies.
   broker.sendAfterCommit(client, broker.encodeFor(client, { type, packetId, reasonCode } as AckPacket), type);
 }
 
