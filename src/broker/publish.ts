@@ -47,17 +47,13 @@ function ack(
 
 /**
  * The PUBLISH as received, as the first entry of the message's encoding cache ({@link encodeShared}) when
- * it is what we would send a subscriber of its protocol family at its QoS: no properties, DUP and RETAIN
- * clear (a live delivery carries RETAIN 0 unless Retain As Published), its own topic (no alias). The
+ * it is what we would send a subscriber of its protocol family at its QoS: no properties (so no topic
+ * alias either), DUP and RETAIN clear (a live delivery carries RETAIN 0 unless Retain As Published). The
  * subscriber's packet id is patched into the copy in its output buffer.
  */
-function forwardAsReceived(
-  client: Client,
-  p: PublishPacket,
-  qos: QoS,
-): (Uint8Array | undefined)[] | undefined {
+function forwardAsReceived(client: Client, qos: QoS): (Uint8Array | undefined)[] | undefined {
   const raw = client.decoder.publishBytes;
-  if (raw === undefined || raw[0] !== (0x30 | (qos << 1)) || p.topic.length === 0) return undefined;
+  if (raw === undefined || raw[0] !== (0x30 | (qos << 1))) return undefined;
   const encoded: (Uint8Array | undefined)[] = [];
   encoded[shapeSlot(client.version, qos, false)] = raw;
   return encoded;
@@ -152,7 +148,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
       expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
       receivedAt: now,
       origin: client.clientId,
-      encoded: forwardAsReceived(client, p, qos),
+      encoded: forwardAsReceived(client, qos),
     };
     if (retain) broker.setRetained(msg);
     const matched = route(broker, msg);

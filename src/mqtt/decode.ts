@@ -541,16 +541,11 @@ export class PacketDecoder {
       r.reset(EMPTY, 0, 0);
     }
     // Canonical: a minimal Remaining Length (§1.5.5 allows longer forms on the wire) and, in MQTT 5, no
-    // properties behind a one-byte zero Property Length.
+    // properties behind a one-byte zero Property Length (a first byte of 0 ends the variable byte integer).
     if (packet.properties === undefined && headerLen === 1 + variableByteIntegerLength(total - headerLen)) {
-      if (this.protocolVersion !== 5) this.publishBytes = raw;
-      else {
-        const lengthAt = headerLen + 2 + ((raw[headerLen] << 8) | raw[headerLen + 1]) +
-          (packet.qos > 0 ? 2 : 0);
-        if (raw[lengthAt] === 0 && raw.byteOffset + lengthAt + 1 === packet.payload.byteOffset) {
-          this.publishBytes = raw;
-        }
-      }
+      const lengthAt = headerLen + 2 + ((raw[headerLen] << 8) | raw[headerLen + 1]) +
+        (packet.qos > 0 ? 2 : 0);
+      if (this.protocolVersion !== 5 || raw[lengthAt] === 0) this.publishBytes = raw;
     }
     return packet;
   }

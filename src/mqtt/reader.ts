@@ -95,37 +95,36 @@ export class Reader {
     throw malformed(`${what} (variable byte integer) is longer than 4 bytes`);
   }
 
-  /** A PUBLISH Topic Name: a UTF-8 Encoded String, decoded through the {@link decodeTopic} cache. */
-  topic(): string {
-    const len = this.u16("Topic Name");
+  /**
+   * A two-byte length and that many bytes (§1.5.4, §1.5.6): checks they fit the packet, moves past them
+   * and returns where they start; their length is `pos` minus that.
+   */
+  #lengthPrefixed(what: string): number {
+    const len = this.u16(what);
     const p = this.pos;
     if (p + len > this.end) {
-      throw malformed(`Topic Name declares ${len} bytes but only ${this.end - p} remain in the packet`);
+      throw malformed(`${what} declares ${len} bytes but only ${this.end - p} remain in the packet`);
     }
     this.pos = p + len;
-    return decodeTopic(this.buf, p, len);
+    return p;
+  }
+
+  /** A PUBLISH Topic Name: a UTF-8 Encoded String, decoded through the {@link decodeTopic} cache. */
+  topic(): string {
+    const p = this.#lengthPrefixed("Topic Name");
+    return decodeTopic(this.buf, p, this.pos - p);
   }
 
   /** UTF-8 Encoded String (§1.5.4): two-byte length then well-formed UTF-8 without U+0000. */
   utf8(what: string): string {
-    const len = this.u16(what);
-    const p = this.pos;
-    if (p + len > this.end) {
-      throw malformed(`${what} declares ${len} bytes but only ${this.end - p} remain in the packet`);
-    }
-    this.pos = p + len;
-    return decodeUtf8(this.buf, p, p + len);
+    const p = this.#lengthPrefixed(what);
+    return decodeUtf8(this.buf, p, this.pos);
   }
 
   /** Binary Data (§1.5.6): two-byte length then bytes, copied so it never aliases the read buffer. */
   binary(what: string): Uint8Array {
-    const len = this.u16(what);
-    const p = this.pos;
-    if (p + len > this.end) {
-      throw malformed(`${what} declares ${len} bytes but only ${this.end - p} remain in the packet`);
-    }
-    this.pos = p + len;
-    return slabCopy(this.buf, p, p + len);
+    const p = this.#lengthPrefixed(what);
+    return slabCopy(this.buf, p, this.pos);
   }
 
   /** The rest of the packet (a PUBLISH payload or a 3.1 password): copied, unless the buffer is owned. */

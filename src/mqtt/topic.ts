@@ -45,11 +45,7 @@ function mqttStringBytes(s: string): number {
  * characters [MQTT-3.3.2-2], no U+0000, at most 65535 bytes of UTF-8.
  */
 export function isValidTopicName(topic: string): boolean {
-  if (topic.length === 0) return false;
-  for (let i = 0; i < topic.length; i++) {
-    const c = topic.charCodeAt(i);
-    if (c === PLUS || c === HASH) return false;
-  }
+  if (!isValidDecodedTopicName(topic)) return false;
   const bytes = mqttStringBytes(topic);
   return bytes > 0 && bytes <= MAX_STRING_BYTES;
 }
