@@ -98,7 +98,7 @@ class MemConn implements ByteConn {
 }
 
 /** Counts PUBLISH packets in a subscriber's output and answers each QoS 1 one with a PUBACK. */
-function acknowledger(conn: MemConn, version: ProtocolVersion): (bytes: Uint8Array) => void {
+function acknowledger(conn: MemConn): (bytes: Uint8Array) => void {
   let carry = new Uint8Array(0);
   return (chunk) => {
     let bytes = chunk;
@@ -138,7 +138,6 @@ function acknowledger(conn: MemConn, version: ProtocolVersion): (bytes: Uint8Arr
       }
       conn.feed(out);
     }
-    void version;
   };
 }
 
@@ -185,7 +184,7 @@ const SHAPES: Shape[] = [
   { name: "qos1_persistent_kv", version: 4, qos: 1, subscribers: 1, persistent: true },
 ];
 
-/** One round: returns CPU-free wall nanoseconds per delivery (the process does nothing else). */
+/** One round: wall-clock nanoseconds per delivery (the process does nothing else). */
 async function round(shape: Shape): Promise<number> {
   const config = defaultConfig();
   config.server.port = 0;
@@ -204,7 +203,7 @@ async function round(shape: Shape): Promise<number> {
     const subs: MemConn[] = [];
     for (let i = 0; i < shape.subscribers; i++) {
       const s = connect(broker, `sub${i}`, v, !shape.persistent);
-      s.onWrite = acknowledger(s, v);
+      s.onWrite = acknowledger(s);
       s.feed(
         pkt({
           type: 8,

@@ -109,19 +109,15 @@ export const HEADLINES: Record<ScenarioName, Headline> = {
  * then drops (Mosquitto 2.0.11 does, see the `lost` column), so the rate of messages both acknowledged and
  * delivered is shown too.
  */
+const DELIVERED: Headline = {
+  label: "delivered msg/s",
+  better: "higher",
+  format: int,
+  value: (x) => r(x)?.rate ?? null,
+};
 export const SECOND_ROWS: Partial<Record<ScenarioName, Headline>> = {
-  qos1: {
-    label: "delivered msg/s",
-    better: "higher",
-    format: int,
-    value: (x) => r(x)?.rate ?? null,
-  },
-  qos1_persistent: {
-    label: "delivered msg/s",
-    better: "higher",
-    format: int,
-    value: (x) => r(x)?.rate ?? null,
-  },
+  qos1: DELIVERED,
+  qos1_persistent: DELIVERED,
 };
 
 /** `ours / mosquitto` with two decimals, or "n/a". */
