@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import mqtt from "mqtt";
-import type { PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
+import type { AckPacket, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
 import {
   collect,
   delay,
@@ -309,6 +309,24 @@ Deno.test("a PUBLISH forwarded as received still gets the subscriber's packet id
     const retained = await late.expect(3) as PublishPacket;
     assert.deepEqual([td(retained.payload), retained.retain, retained.qos], ["two", true, 0]);
     await Promise.all([sub.close(), pub.close(), late.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("a PUBREC for an unknown packet id gets PUBREL: short form with its fixed flags in 3.1.1, 0x92 in 5.0", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 } });
+  try {
+    const v4 = await RawClient.connect(b.port, { version: 4 });
+    v4.send({ type: 5, packetId: 77 });
+    // The decoder refuses a PUBREL whose fixed header flags are not 0b0010 (MQTT-3.6.1-1).
+    const rel4 = await v4.expect(6) as AckPacket;
+    assert.equal(rel4.packetId, 77);
+    const v5 = await RawClient.connect(b.port, { version: 5 });
+    v5.send({ type: 5, packetId: 78, reasonCode: 0 });
+    const rel5 = await v5.expect(6) as AckPacket;
+    assert.deepEqual([rel5.packetId, rel5.reasonCode], [78, 0x92]);
+    await Promise.all([v4.close(), v5.close()]);
   } finally {
     await b.stop();
   }
