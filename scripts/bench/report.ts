@@ -289,7 +289,7 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
       " MQTT 5; the Deno floor has no sessions or retained messages, and its 64 KiB read buffer per" +
       " connection is not meant for the idle scenario)." +
       " `skipped`: the time budget ran out.",
-    "- The Deno floor (scripts/bench/floor_forwarder.ts) is not a broker: about a hundred lines that copy" +
+    "- The Deno floor (scripts/bench/floor_forwarder.ts) is not a broker: under two hundred lines that copy" +
       " each PUBLISH to the connections subscribed to its exact topic, to any wildcard and to the next" +
       " member of a `$share` group, and acknowledge QoS 1 (MQTT 3.1.1 or 5.0 framing), with the V8 flags and socket handling of ours. It shows what Deno and this machine cost by" +
       " themselves, so the rest of a gap to Mosquitto is the broker's.",
