@@ -234,6 +234,24 @@ export class Broker {
     this.#opsSinceFlush++;
   }
 
+  /**
+   * Queues the store record of an outbound entry of a persistent session. Queued and sent entries go to
+   * {@link Store.putOutbound}, which reads the entry when it writes rather than copying it now.
+   */
+  persistOutbound(session: Session, entry: OutEntry): void {
+    if (!this.store.durable) return;
+    if (entry.state === "pubrel") this.store.apply({ op: "outbound.put", record: session.record(entry) });
+    else this.store.putOutbound(session.clientId, entry.state, entry.packetId, entry);
+    this.#opsSinceFlush++;
+  }
+
+  /** Queues the deletion of an outbound record of a persistent session. */
+  persistOutboundDelete(session: Session, seq: number): void {
+    if (!this.store.durable) return;
+    this.store.deleteOutbound(session.clientId, seq);
+    this.#opsSinceFlush++;
+  }
+
   /** True when mutations were applied that no flush has been requested for yet. */
   get pendingWrites(): boolean {
     return this.#opsSinceFlush > 0;
@@ -417,13 +435,13 @@ export class Broker {
     }
     for (const entry of moved) {
       if (session.persistent) {
-        this.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+        this.persistOutboundDelete(session, entry.seq);
       }
       if (!deliverShared(this, entry.share!, entry.msg, session) && session.persistent) {
         // Nobody else can take it: keep it for this member.
         entry.state = "queued";
         session.enqueue(entry);
-        this.persist({ op: "outbound.put", record: session.record(entry) });
+        this.persistOutbound(session, entry);
       }
     }
   }

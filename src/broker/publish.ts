@@ -200,7 +200,7 @@ export function handlePuback(broker: Broker, client: Client, p: AckPacket): void
   if (entry === undefined || entry.qos !== 1) return; // unknown id: nothing to release (§4.3.2)
   session.deleteInflight(p.packetId);
   if (session.persistent) {
-    broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+    broker.persistOutboundDelete(session, entry.seq);
   }
   if (session.queuedCount > 0) pump(broker, session);
 }
@@ -217,14 +217,14 @@ export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void
     // The receiver refused the message: the exchange ends here (§4.3.3).
     session.deleteInflight(p.packetId);
     if (session.persistent) {
-      broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+      broker.persistOutboundDelete(session, entry.seq);
     }
     pump(broker, session);
     return;
   }
   if (entry.state === "publish") {
     entry.state = "pubrel";
-    if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
+    if (session.persistent) broker.persistOutbound(session, entry);
   }
   client.send({ type: 6, packetId: p.packetId });
 }
@@ -236,7 +236,7 @@ export function handlePubcomp(broker: Broker, client: Client, p: AckPacket): voi
   if (entry === undefined || entry.state !== "pubrel") return;
   session.deleteInflight(p.packetId);
   if (session.persistent) {
-    broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+    broker.persistOutboundDelete(session, entry.seq);
   }
   if (session.queuedCount > 0) pump(broker, session);
 }

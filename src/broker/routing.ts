@@ -194,7 +194,7 @@ export function deliver(
   }
   if (client === undefined) keepLong(msg);
   session.enqueue(entry);
-  if (session.persistent) broker.persist({ op: "outbound.put", record: session.record(entry) });
+  if (session.persistent) broker.persistOutbound(session, entry);
   if (client !== undefined && session.queuedCount >= broker.queueHighWater) {
     // Flow control: a live subscriber that is acknowledging (read within the last 2 s) but slower than its
     // publishers makes the publishing client pause reading, instead of its queue overflowing. A stuck
@@ -241,7 +241,7 @@ function startSending(
   ) {
     // Too large for this client: treated as delivered (§3.1.2.11.4).
     if (fromQueue && session.persistent) {
-      broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+      broker.persistOutboundDelete(session, entry.seq);
     }
     return;
   }
@@ -250,7 +250,7 @@ function startSending(
   // resent with a new packet id, which at-least-once allows, and one write per message is saved. QoS 2
   // must keep its packet id across a restart (exactly once, §4.3.3), so its state change is stored.
   if (session.persistent && (!fromQueue || entry.qos === 2)) {
-    broker.persist({ op: "outbound.put", record: session.record(entry) });
+    broker.persistOutbound(session, entry);
   }
 }
 
@@ -266,7 +266,7 @@ export function pump(broker: Broker, session: Session): void {
       // §3.3.2.3.3: an expired message is not delivered.
       broker.metrics.dropped.expired++;
       if (session.persistent) {
-        broker.persist({ op: "outbound.delete", clientId: session.clientId, seq: entry.seq });
+        broker.persistOutboundDelete(session, entry.seq);
       }
       continue;
     }

@@ -10,7 +10,7 @@
  */
 
 import type { QoS, Will } from "../mqtt/types.ts";
-import type { OutboundRecord, SubscriptionRecord } from "../store/store.ts";
+import { type OutboundRecord, outboundRecordOf, type SubscriptionRecord } from "../store/store.ts";
 import type { Client } from "./client.ts";
 import type { Message } from "./message.ts";
 import type { SharedGroup } from "./topic_tree.ts";
@@ -210,22 +210,9 @@ export class Session {
 
   /** The store record for an outbound entry. */
   record(entry: OutEntry): OutboundRecord {
-    return {
-      clientId: this.clientId,
-      seq: entry.seq,
-      state: entry.state,
-      packetId: entry.state === "queued" ? undefined : entry.packetId,
-      message: entry.state === "pubrel" ? undefined : {
-        topic: entry.msg.topic,
-        payload: entry.msg.payload,
-        qos: entry.qos,
-        retain: entry.retain,
-        properties: entry.subscriptionIds?.length
-          ? { ...entry.msg.properties, subscriptionIdentifiers: entry.subscriptionIds }
-          : entry.msg.properties,
-        expiresAt: entry.msg.expiresAt,
-        receivedAt: entry.msg.receivedAt,
-      },
-    };
+    if (entry.state === "pubrel") {
+      return { clientId: this.clientId, seq: entry.seq, state: "pubrel", packetId: entry.packetId };
+    }
+    return outboundRecordOf(this.clientId, entry.state, entry.packetId, entry);
   }
 }

@@ -54,10 +54,11 @@ import {
   encodeOutbound,
   encodeRetained,
   encodeSession,
+  PackWriter,
   TAG_CHUNKED,
 } from "./record_codec.ts";
-import type { OutboundRecord, RestoredState, Store, StoreOp, StoreStats } from "./store.ts";
-import { StoreError } from "./store.ts";
+import type { OutboundRecord, OutboundSource, RestoredState, Store, StoreOp, StoreStats } from "./store.ts";
+import { outboundRecordOf, StoreError } from "./store.ts";
 import { validateOp } from "./validate.ts";
 
 /** Options for {@link KvStore}. */
@@ -94,7 +95,7 @@ interface Batch {
    * New outbound records per client (owner id) in this batch, to be written as one pack. Encoded only when
    * the batch is sealed: most are deleted again (acknowledged) before that and never cost an encoding.
    */
-  pending: Map<string, { part: NamePart; records: Map<number, OutboundRecord> }>;
+  pending: Map<string, PendingOut>;
   /** Clients whose tombstone list changed in this batch. */
   tombDirty: Set<string>;
   /** Clients with an outbound record under a key of its own in this batch (rare: state changes). */
@@ -279,20 +280,21 @@ export class KvStore implements Store {
     for (const { owner, id, records } of packRecords) {
       const ps = packs.get(owner)!;
       const tomb = tombs.get(owner);
-      const live = new Set<number>();
-      for (const r of records) {
+      records.sort((a, b) => a.seq - b.seq);
+      const pk: Pack = { id, seqs: [], live: new Uint8Array(records.length), liveCount: 0 };
+      for (let i = 0; i < records.length; i++) {
+        const r = records[i];
+        pk.seqs.push(r.seq);
         if (tomb?.has(r.seq) || individual.has(r.clientId + "\0" + r.seq)) continue;
-        live.add(r.seq);
+        pk.live[i] = 1;
+        pk.liveCount++;
         state.outbound.push(r);
       }
-      const seqs = records.map((r) => r.seq);
-      if (live.size === 0) {
+      if (pk.liveCount === 0) {
         garbage.push([Bucket.pack, ps.part, id]);
         continue;
       }
-      ps.packs.set(id, { seqs, live });
-      for (const seq of live) ps.seqPack.set(seq, id);
-      for (const seq of seqs) if (!live.has(seq)) ps.tomb.add(seq);
+      addPack(ps, pk);
     }
     // Hashed client ids do not sort by the id itself.
     state.outbound.sort(compareOutbound);
@@ -355,7 +357,7 @@ export class KvStore implements Store {
         break;
       }
       case "outbound.put":
-        this.#putOutbound(batch, op.record);
+        this.#putOutbound(batch, op.record.clientId, op.record.seq, -1, op.record);
         break;
       case "outbound.delete":
         this.#deleteOutbound(batch, op.clientId, op.seq);
@@ -367,6 +369,31 @@ export class KvStore implements Store {
         this.#touchOwned(batch, Bucket.incoming, op.clientId, op.packetId, null);
         break;
     }
+    this.#applied(batch);
+  }
+
+  /** See {@link Store.putOutbound}: the source is encoded when the batch is sealed, if still live then. */
+  putOutbound(clientId: string, state: "queued" | "publish", packetId: number, source: OutboundSource): void {
+    const batch = this.#batchFor("outbound.put");
+    this.#putOutbound(batch, clientId, source.seq, state === "queued" ? 0 : 0x10000 + packetId, source);
+    this.#applied(batch);
+  }
+
+  /** See {@link Store.deleteOutbound}. */
+  deleteOutbound(clientId: string, seq: number): void {
+    const batch = this.#batchFor("outbound.delete");
+    this.#deleteOutbound(batch, clientId, seq);
+    this.#applied(batch);
+  }
+
+  #batchFor(what: string): Batch {
+    if (this.#kv === undefined || this.#closing) {
+      throw new StoreError(`cannot apply ${what}: storage.path ${this.#path} is not open`);
+    }
+    return this.#current ??= newBatch();
+  }
+
+  #applied(batch: Batch): void {
     batch.ops++;
     if (!this.#draining) {
       this.#draining = true;
@@ -476,32 +503,77 @@ export class KvStore implements Store {
     return name;
   }
 
-  #putOutbound(batch: Batch, record: OutboundRecord): void {
-    const { part, owner } = this.#name(record.clientId);
-    const seq = record.seq;
+  /**
+   * An outbound put: into the batch's pending records of the client (a pack at seal) when the key is new,
+   * else under a key of its own. `state` is -1 when `item` is a full record, else see {@link PendingOut}.
+   */
+  #putOutbound(
+    batch: Batch,
+    clientId: string,
+    seq: number,
+    state: number,
+    item: OutboundRecord | OutboundSource,
+  ): void {
+    const { part, owner } = this.#name(clientId);
     const pending = batch.pending.get(owner);
-    if (pending?.records.has(seq)) {
-      pending.records.set(seq, record); // rewritten within its batch: still one pack entry
-      return;
+    if (pending !== undefined) {
+      const i = indexOfSeq(pending.seqs, pending.ordered, seq);
+      if (i >= 0) {
+        // Rewritten (or put again after a delete) within its batch: still one pack entry.
+        if (pending.items[i] === undefined) pending.live++;
+        pending.items[i] = item;
+        pending.states[i] = state;
+        return;
+      }
     }
     const packs = this.#packs.get(owner);
-    const inPack = packs?.seqPack.has(seq) ?? false;
-    const individual = (this.#known.get(owner)?.has(seq) ?? false) ||
-      (batch.individualOut.has(owner) && batch.entries.has(entryId(Bucket.outbound, owner, seq)));
-    if (this.#exact && !inPack && !individual) {
+    const pk = packs === undefined ? undefined : locate(packs, seq);
+    const individual = this.#hasOwnKey(batch, owner, seq);
+    if (this.#exact && pk === undefined && !individual && (packs === undefined || !isPacked(packs, seq))) {
       let p = pending;
-      if (p === undefined) batch.pending.set(owner, p = { part, records: new Map() });
-      p.records.set(seq, record);
+      if (p === undefined) {
+        batch.pending.set(
+          owner,
+          p = { clientId, part, seqs: [], items: [], states: [], live: 0, ordered: true },
+        );
+      }
+      const n = p.seqs.length;
+      if (n > 0 && p.seqs[n - 1] >= seq) p.ordered = false;
+      p.seqs.push(seq);
+      p.items.push(item);
+      p.states.push(state);
+      p.live++;
       return;
     }
-    if (inPack) this.#removeFromPack(batch, owner, packs!, seq);
-    this.#touchOwned(batch, Bucket.outbound, record.clientId, seq, encodeOutbound(record));
+    if (pk !== undefined) this.#removeFromPack(batch, owner, packs!, pk, foundSlot);
+    const value = encodeOutbound(
+      state === -1 ? item as OutboundRecord : outboundRecordOf(
+        clientId,
+        state === 0 ? "queued" : "publish",
+        state & 0xffff,
+        item as OutboundSource,
+      ),
+    );
+    this.#touchOwned(batch, Bucket.outbound, clientId, seq, value);
+  }
+
+  /** True when the client's outbound record `seq` has (or gets in this batch) a key of its own. */
+  #hasOwnKey(batch: Batch, owner: string, seq: number): boolean {
+    return (this.#known.get(owner)?.has(seq) ?? false) ||
+      (batch.individualOut.has(owner) && batch.entries.has(entryId(Bucket.outbound, owner, seq)));
   }
 
   #deleteOutbound(batch: Batch, clientId: string, seq: number): void {
     const { part, owner } = this.#name(clientId);
     const pending = batch.pending.get(owner);
-    if (pending?.records.delete(seq)) return; // put and deleted in one batch: never written
+    if (pending !== undefined) {
+      const i = indexOfSeq(pending.seqs, pending.ordered, seq);
+      if (i >= 0 && pending.items[i] !== undefined) {
+        pending.items[i] = undefined; // put and deleted in one batch: never written
+        pending.live--;
+        return;
+      }
+    }
     if (!this.#exact) {
       // Before load() the packs are unknown: the seq may sit in one, so leave a tombstone key of its own.
       this.#touch(
@@ -514,82 +586,105 @@ export class KvStore implements Store {
       );
     }
     const packs = this.#packs.get(owner);
-    if (packs?.seqPack.has(seq)) {
-      this.#removeFromPack(batch, owner, packs, seq);
+    const pk = packs === undefined ? undefined : locate(packs, seq);
+    if (pk !== undefined) {
+      this.#removeFromPack(batch, owner, packs!, pk, foundSlot);
       // It may also have moved to its own key (state change): delete that too if so.
-      if (
-        !(this.#known.get(owner)?.has(seq) ?? false) &&
-        !(batch.individualOut.has(owner) && batch.entries.has(entryId(Bucket.outbound, owner, seq)))
-      ) return;
+      if (!this.#hasOwnKey(batch, owner, seq)) return;
     }
     this.#touchOwned(batch, Bucket.outbound, clientId, seq, null);
   }
 
   /** Takes one record out of its pack: a tombstone, or the pack's deletion when it was the last one. */
-  #removeFromPack(batch: Batch, owner: string, packs: PackState, seq: number): void {
-    const id = packs.seqPack.get(seq)!;
-    packs.seqPack.delete(seq);
-    const pk = packs.packs.get(id)!;
-    pk.live.delete(seq);
-    if (pk.live.size === 0) {
-      packs.packs.delete(id);
-      for (const s of pk.seqs) packs.tomb.delete(s);
+  #removeFromPack(batch: Batch, owner: string, packs: PackState, pk: Pack, slot: number): void {
+    pk.live[slot] = 0;
+    pk.liveCount--;
+    if (pk.liveCount === 0) {
+      packs.packs.splice(packs.packs.indexOf(pk), 1);
+      packs.dead -= pk.seqs.length - 1; // its other records were tombstones
       this.#touch(
         batch,
-        entryId(Bucket.pack, owner, id),
-        [Bucket.pack, packs.part, id],
+        entryId(Bucket.pack, owner, pk.id),
+        [Bucket.pack, packs.part, pk.id],
         null,
         owner,
-        Bucket.pack + id,
+        Bucket.pack + pk.id,
       );
     } else {
-      packs.tomb.add(seq);
+      packs.dead++;
     }
     batch.tombDirty.add(owner);
   }
 
   /** Turns the batch's new outbound records into pack entries and its tombstone changes into one write each. */
   #materialize(batch: Batch): void {
-    for (const [owner, { part, records }] of batch.pending) {
-      if (records.size === 0) continue;
+    for (const [owner, p] of batch.pending) {
+      if (p.live === 0) continue;
       let packs = this.#packs.get(owner);
-      if (packs === undefined) this.#packs.set(owner, packs = newPackState(part));
-      let group: [number, Uint8Array][] = [];
-      let bytes = 0;
-      const emit = () => {
-        if (group.length === 0) return;
-        const id = packs!.nextId++;
-        const seqs = group.map(([seq]) => seq);
-        packs!.packs.set(id, { seqs, live: new Set(seqs) });
-        for (const seq of seqs) packs!.seqPack.set(seq, id);
-        const value = encodePack(group.map(([, v]) => v));
-        this.#touch(
-          batch,
-          entryId(Bucket.pack, owner, id),
-          [Bucket.pack, part, id],
-          value,
-          owner,
-          Bucket.pack + id,
-        );
-        group = [];
-        bytes = 0;
-      };
-      for (const [seq, record] of records) {
-        const value = encodeOutbound(record);
-        if (bytes + value.length > PACK_BYTES) emit();
-        group.push([seq, value]);
-        bytes += value.length + 4;
-      }
-      emit();
+      if (packs === undefined) this.#packs.set(owner, packs = newPackState(p.part));
+      this.#writePacks(batch, owner, packs, p);
     }
     batch.pending.clear();
     for (const owner of batch.tombDirty) {
       const packs = this.#packs.get(owner);
       if (packs === undefined) continue;
-      const value = packs.tomb.size > 0 ? encodeSeqs(packs.tomb) : null;
+      const value = packs.dead > 0 ? encodeTombstones(packs) : null;
       this.#touch(batch, entryId(Bucket.tomb, owner), [Bucket.tomb, packs.part], value, owner, Bucket.tomb);
     }
     batch.tombDirty.clear();
+  }
+
+  /** Writes one client's live pending records as packs of at most {@link PACK_BYTES}, in seq order. */
+  #writePacks(batch: Batch, owner: string, packs: PackState, p: PendingOut): void {
+    const { seqs, items, states } = p;
+    let order: number[] | undefined;
+    if (!p.ordered) {
+      order = [];
+      for (let i = 0; i < seqs.length; i++) if (items[i] !== undefined) order.push(i);
+      order.sort((a, b) => seqs[a] - seqs[b]);
+    }
+    const clientId = p.clientId;
+    let w: PackWriter | undefined;
+    let packSeqs: number[] = [];
+    const emit = () => {
+      const pk: Pack = {
+        id: packs.nextId++,
+        seqs: packSeqs,
+        live: new Uint8Array(packSeqs.length),
+        liveCount: 0,
+      };
+      pk.live.fill(1);
+      pk.liveCount = packSeqs.length;
+      addPack(packs, pk);
+      this.#touch(
+        batch,
+        entryId(Bucket.pack, owner, pk.id),
+        [Bucket.pack, p.part, pk.id],
+        w!.finish(),
+        owner,
+        Bucket.pack + pk.id,
+      );
+      w = undefined;
+      packSeqs = [];
+    };
+    const n = order === undefined ? seqs.length : order.length;
+    for (let k = 0; k < n; k++) {
+      const i = order === undefined ? k : order[k];
+      const item = items[i];
+      if (item === undefined) continue;
+      const state = states[i];
+      const hint = state === -1
+        ? 4 + (item as OutboundRecord).clientId.length * 3 + 64 +
+          ((item as OutboundRecord).message?.payload.length ?? 0)
+        : PackWriter.sizeHint(clientId, item as OutboundSource);
+      if (w !== undefined && w.size + hint > PACK_BYTES) emit();
+      w ??= new PackWriter(Math.max(hint, Math.min(PACK_BYTES, p.live * hint)));
+      if (state === -1) w.add(item as OutboundRecord);
+      else if (state === 0) w.addSource(clientId, "queued", 0, item as OutboundSource);
+      else w.addSource(clientId, "publish", state & 0xffff, item as OutboundSource);
+      packSeqs.push(seqs[i]);
+    }
+    if (w !== undefined) emit();
   }
 
   /** Commits batches one after another until none is pending. Never throws. */
@@ -935,36 +1030,123 @@ const LOOSE_TOMB = new Uint8Array([1]);
 /** Largest encoded pack: comfortably one value, so packs never need chunks. */
 const PACK_BYTES = 48 * 1024;
 
+/**
+ * New outbound records of one client in a batch, in put order, as parallel arrays: no object per record.
+ * `states[i]` is -1 when `items[i]` is a full {@link OutboundRecord}; otherwise `items[i]` is the broker's
+ * {@link OutboundSource}, in state "queued" (0) or "publish" (0x10000 + packet id). An item is undefined
+ * once deleted again within the batch.
+ */
+interface PendingOut {
+  clientId: string;
+  part: NamePart;
+  seqs: number[];
+  items: (OutboundRecord | OutboundSource | undefined)[];
+  states: number[];
+  /** Items not deleted again. */
+  live: number;
+  /** `seqs` strictly ascending (always, from the broker): lookups bisect. */
+  ordered: boolean;
+}
+
+/** One pack as the database holds it: the seqs written in it (ascending) and which are still live. */
+interface Pack {
+  id: number;
+  seqs: number[];
+  /** 1 while the record at the same index is live, 0 once tombstoned. */
+  live: Uint8Array;
+  liveCount: number;
+}
+
 /** The packs of one client. */
 interface PackState {
   part: NamePart;
-  /** Pack id -> every seq written in it and the ones still live. */
-  packs: Map<number, { seqs: number[]; live: Set<number> }>;
-  seqPack: Map<number, number>;
-  /** Deleted seqs of packs that still hold live records. */
-  tomb: Set<number>;
+  /** Packs with live records, by id (oldest first). */
+  packs: Pack[];
+  /** Each pack's seqs lie above the previous pack's: a seq is found by bisecting. */
+  ordered: boolean;
+  /** Tombstoned seqs in {@link PackState.packs}: the length of the tombstone list. */
+  dead: number;
   nextId: number;
 }
 
 function newPackState(part: NamePart): PackState {
-  return { part, packs: new Map(), seqPack: new Map(), tomb: new Set(), nextId: 0 };
+  return { part, packs: [], ordered: true, dead: 0, nextId: 0 };
 }
 
-/** Records, each behind a 4-byte length. */
-function encodePack(records: Uint8Array[]): Uint8Array {
-  let size = 0;
-  for (const r of records) size += 4 + r.length;
-  const out = new Uint8Array(size);
-  const view = new DataView(out.buffer);
-  let off = 0;
-  for (const r of records) {
-    view.setUint32(off, r.length);
-    out.set(r, off + 4);
-    off += 4 + r.length;
+/** Appends a pack (ids only grow) and keeps {@link PackState.ordered} and the dead count right. */
+function addPack(ps: PackState, pk: Pack): void {
+  const prev = ps.packs[ps.packs.length - 1];
+  if (prev !== undefined && prev.seqs[prev.seqs.length - 1] >= pk.seqs[0]) ps.ordered = false;
+  if (pk.id >= ps.nextId) ps.nextId = pk.id + 1;
+  ps.packs.push(pk);
+  ps.dead += pk.seqs.length - pk.liveCount;
+}
+
+/** Slot of the record {@link locate} found (a second return value, without an object per call). */
+let foundSlot = 0;
+
+/** The pack holding `seq` as a live record, with its index in {@link foundSlot}; undefined if none. */
+function locate(ps: PackState, seq: number): Pack | undefined {
+  const packs = ps.packs;
+  const n = packs.length;
+  if (n === 0) return undefined;
+  if (ps.ordered) {
+    const last = packs[n - 1].seqs;
+    if (seq < packs[0].seqs[0] || seq > last[last.length - 1]) return undefined;
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (packs[mid].seqs[0] <= seq) lo = mid;
+      else hi = mid - 1;
+    }
+    const pk = packs[lo];
+    const i = indexOfSeq(pk.seqs, true, seq);
+    if (i < 0 || pk.live[i] === 0) return undefined;
+    foundSlot = i;
+    return pk;
   }
-  return out;
+  for (const pk of packs) {
+    const i = pk.seqs.indexOf(seq);
+    if (i >= 0 && pk.live[i] === 1) {
+      foundSlot = i;
+      return pk;
+    }
+  }
+  return undefined;
 }
 
+/**
+ * True when `seq` was written in one of the client's packs, live or tombstoned. A tombstoned seq put again
+ * must not go into a new pack: the client's tombstone list names seqs, and would hide it there.
+ */
+function isPacked(ps: PackState, seq: number): boolean {
+  const packs = ps.packs;
+  const n = packs.length;
+  if (n === 0) return false;
+  const last = packs[n - 1].seqs;
+  if (ps.ordered && seq > last[last.length - 1]) return false; // the usual case: a new, higher seq
+  for (const pk of packs) if (pk.seqs.includes(seq)) return true;
+  return false;
+}
+
+/** Index of `seq` in `seqs` (bisecting when ascending), or -1. */
+function indexOfSeq(seqs: number[], ascending: boolean, seq: number): number {
+  if (!ascending) return seqs.lastIndexOf(seq);
+  let lo = 0;
+  let hi = seqs.length - 1;
+  if (hi < 0 || seq > seqs[hi] || seq < seqs[0]) return -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const v = seqs[mid];
+    if (v === seq) return mid;
+    if (v < seq) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+/** The records of a pack value (see {@link PackWriter}), views into `value`. */
 function decodePack(value: Uint8Array): Uint8Array[] {
   const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
   const out: Uint8Array[] = [];
@@ -979,11 +1161,20 @@ function decodePack(value: Uint8Array): Uint8Array[] {
   return out;
 }
 
-function encodeSeqs(seqs: Iterable<number>): Uint8Array {
-  const list = [...seqs];
-  const out = new Uint8Array(list.length * 8);
+/** The client's tombstone list: every tombstoned seq of its packs, float64 each. */
+function encodeTombstones(ps: PackState): Uint8Array {
+  const out = new Uint8Array(ps.dead * 8);
   const view = new DataView(out.buffer);
-  list.forEach((seq, i) => view.setFloat64(i * 8, seq));
+  let off = 0;
+  for (const pk of ps.packs) {
+    if (pk.liveCount === pk.seqs.length) continue;
+    for (let i = 0; i < pk.seqs.length; i++) {
+      if (pk.live[i] === 1) continue;
+      view.setFloat64(off, pk.seqs[i]);
+      off += 8;
+    }
+  }
+  if (off !== out.length) throw new Error(`tombstone count ${ps.dead} does not match the packs (${off / 8})`);
   return out;
 }
 

@@ -7,6 +7,7 @@
 
 import type {
   OutboundRecord,
+  OutboundSource,
   RestoredState,
   SessionRecord,
   Store,
@@ -14,7 +15,7 @@ import type {
   StoreOp,
   StoreStats,
 } from "./store.ts";
-import { StoreError } from "./store.ts";
+import { outboundRecordOf, StoreError } from "./store.ts";
 import { compareIncoming, compareOutbound } from "./order.ts";
 import { validateOp } from "./validate.ts";
 
@@ -107,6 +108,15 @@ export class MemoryStore implements Store {
         break;
       }
     }
+  }
+
+  /** Builds the record and applies it. */
+  putOutbound(clientId: string, state: "queued" | "publish", packetId: number, source: OutboundSource): void {
+    this.apply({ op: "outbound.put", record: outboundRecordOf(clientId, state, packetId, source) });
+  }
+
+  deleteOutbound(clientId: string, seq: number): void {
+    this.apply({ op: "outbound.delete", clientId, seq });
   }
 
   /** Resolves at once: every op is already applied. Always the same promise, as calls in one tick share one. */

@@ -17,6 +17,7 @@ import type { Store } from "./store.ts";
 
 export type {
   OutboundRecord,
+  OutboundSource,
   RestoredState,
   SessionRecord,
   Store,
@@ -25,7 +26,7 @@ export type {
   StoreStats,
   SubscriptionRecord,
 } from "./store.ts";
-export { StoreError } from "./store.ts";
+export { outboundRecordOf, StoreError } from "./store.ts";
 export { KvStore, type KvStoreOptions } from "./kv.ts";
 export { MemoryStore } from "./memory.ts";
 

@@ -14,7 +14,13 @@
 
 import { slabAlloc } from "../mqtt/slab.ts";
 import type { Properties, QoS, UserProperty } from "../mqtt/types.ts";
-import type { OutboundRecord, SessionRecord, StoredMessage, SubscriptionRecord } from "./store.ts";
+import type {
+  OutboundRecord,
+  OutboundSource,
+  SessionRecord,
+  StoredMessage,
+  SubscriptionRecord,
+} from "./store.ts";
 
 /** First byte of a value holding a whole record. */
 export const TAG_RECORD = 1;
@@ -36,8 +42,10 @@ class Writer {
   buf: Uint8Array;
   pos = 0;
 
-  constructor(capacity: number) {
-    this.buf = slabAlloc(capacity); // a fresh typed array per record costs more than encoding it
+  /** `own`: a buffer of its own (for a value that is big anyway), not a slab slice. */
+  constructor(capacity: number, own = false) {
+    // A fresh typed array per small record costs more than encoding it.
+    this.buf = own ? new Uint8Array(capacity) : slabAlloc(capacity);
   }
 
   ensure(extra: number): void {
@@ -268,16 +276,27 @@ const M_EXPIRES = 0x08;
 const M_PROPS = 0x10;
 
 function writeMessage(w: Writer, m: StoredMessage): void {
-  let flags = m.qos & 0x03;
-  if (m.retain) flags |= M_RETAIN;
+  writeMessageAs(w, m, m.qos, m.retain, m.properties);
+}
+
+/** {@link writeMessage} with the QoS, retain flag and properties of one delivery instead of the message's. */
+function writeMessageAs(
+  w: Writer,
+  m: StoredMessage,
+  qos: QoS,
+  retain: boolean,
+  properties: Properties | undefined,
+): void {
+  let flags = qos & 0x03;
+  if (retain) flags |= M_RETAIN;
   if (m.expiresAt !== undefined) flags |= M_EXPIRES;
-  if (m.properties !== undefined) flags |= M_PROPS;
+  if (properties !== undefined) flags |= M_PROPS;
   w.u8(flags);
   w.f64(m.receivedAt);
   if (m.expiresAt !== undefined) w.f64(m.expiresAt);
   w.string(m.topic);
   w.bytes(m.payload);
-  if (m.properties !== undefined) writeProperties(w, m.properties);
+  if (properties !== undefined) writeProperties(w, properties);
 }
 
 function readMessage(r: Reader): StoredMessage {
@@ -392,15 +411,111 @@ export function encodeOutbound(o: OutboundRecord): Uint8Array {
   if (state < 0) {
     throw new TypeError(`outbound ${o.clientId}/${o.seq}: unknown state ${JSON.stringify(o.state)}`);
   }
-  const w = new Writer(32 + o.clientId.length * 3 + (o.message ? messageSizeHint(o.message) : 0));
-  w.u8(TAG_RECORD);
-  w.string(o.clientId);
-  w.varint(o.seq);
-  w.u8(state);
-  w.u8((o.packetId !== undefined ? O_PACKET_ID : 0) | (o.message !== undefined ? O_MESSAGE : 0));
-  if (o.packetId !== undefined) w.u16(o.packetId);
-  if (o.message !== undefined) writeMessage(w, o.message);
+  const w = new Writer(outboundSizeHint(o.clientId, o.message));
+  writeOutbound(w, o.clientId, o.seq, state, o.packetId, o.message);
   return w.finish();
+}
+
+function outboundSizeHint(clientId: string, message: StoredMessage | undefined): number {
+  return 32 + clientId.length * 3 + (message ? messageSizeHint(message) : 0);
+}
+
+function writeOutbound(
+  w: Writer,
+  clientId: string,
+  seq: number,
+  state: number,
+  packetId: number | undefined,
+  message: StoredMessage | undefined,
+  qos = message?.qos ?? 0,
+  retain = message?.retain ?? false,
+  properties = message?.properties,
+): void {
+  w.u8(TAG_RECORD);
+  w.string(clientId);
+  w.varint(seq);
+  w.u8(state);
+  w.u8((packetId !== undefined ? O_PACKET_ID : 0) | (message !== undefined ? O_MESSAGE : 0));
+  if (packetId !== undefined) w.u16(packetId);
+  if (message !== undefined) writeMessageAs(w, message, qos, retain, properties);
+}
+
+/**
+ * Builds the value of a pack (see kv.ts): outbound records one after another, each behind a 4-byte
+ * big-endian length, encoded straight into one buffer rather than into an array each and then copied.
+ */
+export class PackWriter {
+  readonly #w: Writer;
+  /** Records written. */
+  count = 0;
+
+  constructor(capacity: number) {
+    this.#w = new Writer(capacity, true);
+  }
+
+  /** Bytes written so far. */
+  get size(): number {
+    return this.#w.pos;
+  }
+
+  /** Appends a record. */
+  add(o: OutboundRecord): void {
+    const state = OUTBOUND_STATES.indexOf(o.state);
+    if (state < 0) {
+      throw new TypeError(`outbound ${o.clientId}/${o.seq}: unknown state ${JSON.stringify(o.state)}`);
+    }
+    const at = this.#open();
+    writeOutbound(this.#w, o.clientId, o.seq, state, o.packetId, o.message);
+    this.#close(at);
+  }
+
+  /**
+   * Appends the record {@link encodeOutbound} would write for `source` in `state` ("queued" without a
+   * packet id, or "publish" with `packetId`), built from the source's fields.
+   */
+  addSource(clientId: string, state: "queued" | "publish", packetId: number, source: OutboundSource): void {
+    const msg = source.msg;
+    const ids = source.subscriptionIds;
+    const properties = ids !== undefined && ids.length > 0
+      ? { ...msg.properties, subscriptionIdentifiers: [...ids] }
+      : msg.properties;
+    const at = this.#open();
+    if (state === "queued") {
+      writeOutbound(this.#w, clientId, source.seq, 0, undefined, msg, source.qos, source.retain, properties);
+    } else {
+      writeOutbound(this.#w, clientId, source.seq, 1, packetId, msg, source.qos, source.retain, properties);
+    }
+    this.#close(at);
+  }
+
+  /** An upper bound of what {@link addSource} adds for `source` (to decide when a pack is full). */
+  static sizeHint(clientId: string, source: OutboundSource): number {
+    return 4 + outboundSizeHint(clientId, source.msg) + (source.subscriptionIds ? 256 : 0);
+  }
+
+  /** The value: a view of the bytes written. */
+  finish(): Uint8Array {
+    return this.#w.finish();
+  }
+
+  #open(): number {
+    const w = this.#w;
+    w.ensure(4);
+    const at = w.pos;
+    w.pos += 4;
+    return at;
+  }
+
+  #close(at: number): void {
+    const w = this.#w;
+    const len = w.pos - at - 4;
+    const buf = w.buf;
+    buf[at] = len >>> 24;
+    buf[at + 1] = (len >>> 16) & 0xff;
+    buf[at + 2] = (len >>> 8) & 0xff;
+    buf[at + 3] = len & 0xff;
+    this.count++;
+  }
 }
 
 /** Decodes {@link encodeOutbound}. The payload is a view into `value`. */

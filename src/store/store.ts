@@ -66,6 +66,49 @@ export interface OutboundRecord {
   message?: StoredMessage;
 }
 
+/**
+ * An outbound message as the broker's session holds it, for {@link Store.putOutbound}. The store may read
+ * it when it writes the batch, after the call returned: none of these fields may change after the put
+ * (the message's payload may be replaced by a copy of the same bytes).
+ */
+export interface OutboundSource {
+  readonly seq: number;
+  /** QoS and retain flag of this delivery; they are stored instead of the message's own. */
+  readonly qos: QoS;
+  readonly retain: boolean;
+  /** MQTT 5 Subscription Identifiers of this delivery, stored among the message's properties. */
+  readonly subscriptionIds?: readonly number[];
+  readonly msg: StoredMessage;
+}
+
+/** The record {@link Store.putOutbound} stores for `source`. */
+export function outboundRecordOf(
+  clientId: string,
+  state: "queued" | "publish",
+  packetId: number,
+  source: OutboundSource,
+): OutboundRecord {
+  const msg = source.msg;
+  const ids = source.subscriptionIds;
+  return {
+    clientId,
+    seq: source.seq,
+    state,
+    packetId: state === "queued" ? undefined : packetId,
+    message: {
+      topic: msg.topic,
+      payload: msg.payload,
+      qos: source.qos,
+      retain: source.retain,
+      properties: ids !== undefined && ids.length > 0
+        ? { ...msg.properties, subscriptionIdentifiers: [...ids] }
+        : msg.properties,
+      expiresAt: msg.expiresAt,
+      receivedAt: msg.receivedAt,
+    },
+  };
+}
+
 /** One mutation. The store applies them in order. */
 export type StoreOp =
   | { op: "session.put"; session: SessionRecord }
@@ -99,6 +142,14 @@ export interface Store {
   load(): Promise<RestoredState>;
   /** Queues one mutation into the current batch. Never awaits, never throws for valid input. */
   apply(op: StoreOp): void;
+  /**
+   * The same as `outbound.put` of the record `source` describes in `state` ("queued", or "publish" with
+   * `packetId`), without building that record: the hot path of QoS 1/2 to persistent sessions. Unlike
+   * {@link apply}, the store may read `source` later (see {@link OutboundSource}).
+   */
+  putOutbound(clientId: string, state: "queued" | "publish", packetId: number, source: OutboundSource): void;
+  /** The same as `apply({ op: "outbound.delete", clientId, seq })`. */
+  deleteOutbound(clientId: string, seq: number): void;
   /**
    * Resolves when every mutation applied so far is committed. Calls made during the same tick share one
    * promise, so waiting per batch (not per message) costs one promise per batch.

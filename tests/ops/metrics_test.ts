@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { METRICS, PROMETHEUS_CONTENT_TYPE } from "../../src/metrics/metrics.ts";
 import { MemoryStore } from "../../src/store/memory.ts";
-import type { RestoredState, Store, StoreOp, StoreStats } from "../../src/store/store.ts";
+import type { OutboundSource, RestoredState, Store, StoreOp, StoreStats } from "../../src/store/store.ts";
 import { collect, mqttConnect, mqttEnd, RawClient, startBroker, waitFor } from "../helpers.ts";
 import { startByteProxy } from "./byte_proxy.ts";
 import { get, sample, type Scrape, scrape } from "./scrape.ts";
@@ -295,6 +295,12 @@ class HeldStore implements Store {
   }
   load(): Promise<RestoredState> {
     return this.#inner.load();
+  }
+  putOutbound(clientId: string, state: "queued" | "publish", packetId: number, source: OutboundSource): void {
+    this.#inner.putOutbound(clientId, state, packetId, source);
+  }
+  deleteOutbound(clientId: string, seq: number): void {
+    this.#inner.deleteOutbound(clientId, seq);
   }
   apply(op: StoreOp): void {
     this.#inner.apply(op);

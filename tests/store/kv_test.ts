@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { KvStore } from "../../src/store/kv.ts";
 import { encodeChunkHeader, encodeRetained, TAG_CHUNKED } from "../../src/store/record_codec.ts";
 import { StoreError } from "../../src/store/store.ts";
-import { assertBytes, message, pattern, queued, session, storeSuite } from "./store_suite.ts";
+import { assertBytes, message, pattern, queued, session, source, storeSuite } from "./store_suite.ts";
 
 const CHILD = fileURLToPath(new URL("./kv_child.ts", import.meta.url));
 
@@ -606,6 +606,59 @@ Deno.test("KvStore: new outbound records of one batch share a pack; deletes beco
     } finally {
       kv.close();
     }
+    return store;
+  });
+});
+
+Deno.test("KvStore: packs over several values, deletes across a reopen, and seqs put again come back exactly", async () => {
+  await withKv(async (store, path) => {
+    await store.load();
+    const payload = pattern(40, 1);
+    const src = (seq: number) => source(seq, { msg: message("p/t", payload) });
+    // 3000 records in one batch: more than one pack value (48 KiB each).
+    for (let seq = 1; seq <= 3000; seq++) store.putOutbound("c", "queued", 0, src(seq));
+    await store.flush();
+    assert.ok(store.stats.mutations >= 3 && store.stats.mutations <= 6, `${store.stats.mutations} mutations`);
+    store = await reopen(store, path);
+    await store.load(); // the packs are known again from the database
+    const live = new Set(Array.from({ length: 3000 }, (_, i) => i + 1));
+    const before = store.stats.mutations;
+    for (const from of [1, 1501]) {
+      for (let seq = from; seq < from + 1500; seq += 2) {
+        store.deleteOutbound("c", seq);
+        live.delete(seq);
+      }
+      await store.flush();
+    }
+    assert.ok(
+      store.stats.mutations - before <= 2,
+      `1500 deletes cost ${store.stats.mutations - before} mutations`,
+    );
+    // A tombstoned seq put again must not be hidden by the tombstone list; a live one rewritten moves out.
+    store.putOutbound("c", "queued", 0, src(5));
+    store.putOutbound("c", "publish", 7, src(10));
+    store.putOutbound("c", "queued", 0, src(1)); // out of order within the batch
+    live.add(5).add(1);
+    // The first packs lose their last live records: their keys go, and the tombstone list shrinks.
+    for (let seq = 11; seq < 2300; seq++) {
+      if (!live.delete(seq)) continue;
+      store.deleteOutbound("c", seq);
+    }
+    await store.flush();
+    store = await reopen(store, path);
+    let state = await store.load();
+    assert.deepEqual(state.outbound.map((r) => r.seq), [...live].sort((a, b) => a - b));
+    assert.equal(state.outbound.find((r) => r.seq === 10)?.packetId, 7);
+    assert.equal(state.outbound.find((r) => r.seq === 10)?.state, "publish");
+    assertBytes(state.outbound.find((r) => r.seq === 3000)?.message?.payload, payload, "payload");
+    for (const seq of live) store.deleteOutbound("c", seq);
+    await store.flush();
+    store = await reopen(store, path);
+    state = await store.load();
+    assert.equal(state.outbound.length, 0);
+    await store.close();
+    const left = (await rawEntries(path)).filter((e) => ["p", "t", "o"].includes(e.key[0] as string));
+    assert.deepEqual(left.map((e) => e.key), []);
     return store;
   });
 });

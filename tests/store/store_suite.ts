@@ -9,13 +9,14 @@
 import assert from "node:assert/strict";
 import type {
   OutboundRecord,
+  OutboundSource,
   RestoredState,
   SessionRecord,
   Store,
   StoredMessage,
   StoreOp,
 } from "../../src/store/store.ts";
-import { StoreError } from "../../src/store/store.ts";
+import { outboundRecordOf, StoreError } from "../../src/store/store.ts";
 
 /** One store under test and its data. */
 export interface Fixture {
@@ -112,6 +113,11 @@ export async function withStore(
 
 function applyAll(store: Store, ops: StoreOp[]): void {
   for (const op of ops) store.apply(op);
+}
+
+/** A session entry as the broker hands it to putOutbound. */
+export function source(seq: number, extra: Partial<OutboundSource> = {}): OutboundSource {
+  return { seq, qos: 1, retain: false, msg: message(`s/${seq}`, `payload ${seq}`), ...extra };
 }
 
 function outboundKeys(state: RestoredState): string[] {
@@ -214,6 +220,41 @@ export function storeSuite(h: StoreHarness): void {
       const state = await reopened.load();
       assert.deepEqual(state.sessions[0].subscriptions.map((x) => x.filter), ["x"]);
       assert.equal(new TextDecoder().decode(state.retained[0].payload), "original");
+      return reopened;
+    });
+  });
+
+  test("putOutbound stores the record outbound.put would, and deleteOutbound removes it", async () => {
+    await withStore(h, async (store, reopen) => {
+      const props = message("x", "", { properties: { contentType: "text/plain" }, qos: 2, retain: true });
+      const sent = source(2, {
+        qos: 2,
+        retain: true,
+        subscriptionIds: [3, 4],
+        msg: { ...props, topic: "s/2" },
+      });
+      const sources = [source(1), sent, source(3), source(4, { qos: 2 })];
+      store.putOutbound("c", "queued", 0, sources[0]);
+      store.putOutbound("c", "publish", 9, sent);
+      store.putOutbound("c", "queued", 0, sources[2]);
+      store.deleteOutbound("c", 3); // put and deleted in one batch
+      await store.flush();
+      store.putOutbound("c", "publish", 65535, sources[3]);
+      store.deleteOutbound("c", 1); // committed in the batch before
+      await store.flush();
+      const reopened = await reopen(store);
+      const state = await reopened.load();
+      assert.deepEqual(
+        JSON.parse(JSON.stringify(state.outbound, (_, v) => v instanceof Uint8Array ? [...v] : v)),
+        JSON.parse(JSON.stringify(
+          [outboundRecordOf("c", "publish", 9, sent), outboundRecordOf("c", "publish", 65535, sources[3])],
+          (_, v) => v instanceof Uint8Array ? [...v] : v,
+        )),
+      );
+      assert.deepEqual(state.outbound[0].message?.properties, {
+        contentType: "text/plain",
+        subscriptionIdentifiers: [3, 4],
+      });
       return reopened;
     });
   });
