@@ -19,6 +19,12 @@ export interface Message extends StoredMessage {
   origin?: string;
   /** Encoded PUBLISH per shape, see {@link encodeShared}. */
   encoded?: (Uint8Array | undefined)[];
+  /**
+   * Set on retained messages: encoded afresh per send, never cached. They live long and are sent in bursts
+   * of thousands to one subscriber; caching made each a long-lived array hanging off an old object, and
+   * every young-generation collection during the burst walked and promoted all of them.
+   */
+  uncached?: boolean;
 }
 
 /** Per-delivery data that makes an encoding unique to one subscriber. */
@@ -97,6 +103,7 @@ export function encodeShared(
   if (msg.expiresAt !== undefined && version === 5) {
     return encodePublish(buildPacket(msg, 5, qos, retain, now), 5);
   }
+  if (msg.uncached) return encodePublish(buildPacket(msg, version, qos, retain, now), version === 5 ? 5 : 4);
   const slot = shapeSlot(version, qos, retain);
   const cache = msg.encoded ??= [];
   let bytes = cache[slot];

@@ -7,6 +7,7 @@
  */
 
 import type { StoredMessage } from "../store/store.ts";
+import type { Message } from "./message.ts";
 
 class RNode {
   readonly children = new Map<string, RNode>();
@@ -25,7 +26,10 @@ export class RetainedStore {
     return this.#count;
   }
 
-  /** Stores (or, with an empty payload, clears) the retained message of `message.topic`. */
+  /**
+   * Stores (or, with an empty payload, clears) the retained message of `message.topic`. The object is kept
+   * as is and marked {@link Message.uncached}.
+   */
   set(message: StoredMessage): void {
     if (message.payload.length === 0) {
       this.delete(message.topic);
@@ -43,6 +47,7 @@ export class RetainedStore {
       node = child;
     }
     if (!node.message) this.#count++;
+    (message as Message).uncached = true;
     node.message = message;
   }
 
