@@ -521,6 +521,7 @@ export class KvStore implements Store {
       if (i >= 0) {
         // Rewritten (or put again after a delete) within its batch: still one pack entry.
         if (pending.items[i] === undefined) pending.live++;
+        if (i < pending.first) pending.first = i;
         pending.items[i] = item;
         pending.states[i] = state;
         return;
@@ -534,7 +535,7 @@ export class KvStore implements Store {
       if (p === undefined) {
         batch.pending.set(
           owner,
-          p = { clientId, part, seqs: [], items: [], states: [], live: 0, ordered: true },
+          p = { clientId, part, seqs: [], items: [], states: [], live: 0, first: 0, ordered: true },
         );
       }
       const n = p.seqs.length;
@@ -567,10 +568,26 @@ export class KvStore implements Store {
     const { part, owner } = this.#name(clientId);
     const pending = batch.pending.get(owner);
     if (pending !== undefined) {
-      const i = indexOfSeq(pending.seqs, pending.ordered, seq);
+      // Acks mostly come in order: the oldest live record first.
+      let i = pending.first;
+      if (pending.seqs[i] !== seq) i = indexOfSeq(pending.seqs, pending.ordered, seq);
       if (i >= 0 && pending.items[i] !== undefined) {
         pending.items[i] = undefined; // put and deleted in one batch: never written
         pending.live--;
+        if (i === pending.first) {
+          const items = pending.items;
+          let f = i + 1;
+          while (f < items.length && items[f] === undefined) f++;
+          pending.first = f;
+          if (f > 1024 && f * 2 > items.length) {
+            // Drop the acknowledged prefix: a long array of references to young objects costs every
+            // young-generation collection a walk over it once the array itself is old.
+            pending.seqs = pending.seqs.slice(f);
+            pending.items = items.slice(f);
+            pending.states = pending.states.slice(f);
+            pending.first = 0;
+          }
+        }
         return;
       }
     }
@@ -1044,6 +1061,8 @@ interface PendingOut {
   states: number[];
   /** Items not deleted again. */
   live: number;
+  /** No live item before this index. */
+  first: number;
   /** `seqs` strictly ascending (always, from the broker): lookups bisect. */
   ordered: boolean;
 }

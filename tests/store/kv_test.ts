@@ -662,3 +662,25 @@ Deno.test("KvStore: packs over several values, deletes across a reopen, and seqs
     return store;
   });
 });
+
+Deno.test("KvStore: records put and acknowledged in one batch are never written, however many", async () => {
+  await withKv(async (store, path) => {
+    await store.load();
+    for (let seq = 1; seq <= 3000; seq++) store.putOutbound("c", "publish", seq, source(seq));
+    for (let seq = 1; seq <= 2500; seq++) store.deleteOutbound("c", seq);
+    store.putOutbound("c", "publish", 3, source(2600)); // rewritten after the acknowledged ones were dropped
+    store.deleteOutbound("c", 2700);
+    store.putOutbound("c", "queued", 0, source(3001));
+    await store.flush();
+    assert.equal(store.stats.mutations, 1, "one pack");
+    store = await reopen(store, path);
+    const state = await store.load();
+    const expected = Array.from({ length: 501 }, (_, i) => 2501 + i).filter((s) => s !== 2700);
+    assert.deepEqual(state.outbound.map((r) => r.seq), expected);
+    assert.deepEqual(
+      state.outbound.map((r) => r.packetId),
+      expected.map((s) => s === 2600 ? 3 : s === 3001 ? undefined : s),
+    );
+    return store;
+  });
+});
