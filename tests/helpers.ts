@@ -279,11 +279,20 @@ export interface BrokerProcess {
   exited: Promise<Deno.CommandStatus>;
 }
 
-/** Starts `main.ts` with `args` on a free port and waits for its "listening" log line. */
-export async function spawnBroker(args: string[], timeoutMs = 20000): Promise<BrokerProcess> {
+/**
+ * Starts `main.ts` with `args` on a free port and waits for its "listening" log line. With `openFiles`, the
+ * broker runs under that open-files limit (`ulimit -n`, through bash).
+ */
+export async function spawnBroker(
+  args: string[],
+  timeoutMs = 20000,
+  options: { openFiles?: number } = {},
+): Promise<BrokerProcess> {
   const deno = Deno.execPath();
-  const proc = new Deno.Command(deno, {
+  const limited = options.openFiles !== undefined;
+  const proc = new Deno.Command(limited ? "bash" : deno, {
     args: [
+      ...(limited ? ["-c", `ulimit -n ${options.openFiles} && exec "$0" "$@"`, deno] : []),
       "run",
       "-A",
       "main.ts",

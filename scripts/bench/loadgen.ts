@@ -15,6 +15,7 @@
 
 import { parseArgs } from "node:util";
 import { isLoopback } from "./client.ts";
+import { reserveDescriptors } from "../../src/transport/fd_table.ts";
 import {
   type LoadOptions,
   type LoadResult,
@@ -159,6 +160,9 @@ async function main(): Promise<number> {
     );
     return 1;
   }
+  // The load generator is a multi-threaded Deno process too: without this, its own socket() calls wait for
+  // each doubling of its descriptor table, and those waits land in every broker's connect percentiles.
+  reserveDescriptors(sockets);
   const write = (obj: unknown) => console.log(JSON.stringify(obj));
   options.onEvent = write;
   options.log = (line) => console.error(line);

@@ -22,6 +22,7 @@ import { ReasonCode } from "../mqtt/reason_codes.ts";
 import type { Packet } from "../mqtt/types.ts";
 import type { SessionRecord, Store, StoredMessage, StoreOp } from "../store/store.ts";
 import type { Transport } from "../transport/connection.ts";
+import { reserveDescriptors } from "../transport/fd_table.ts";
 import { listen, type ListenerSpec } from "../transport/listeners.ts";
 import { Client } from "./client.ts";
 import { handleConnect, handleDisconnect } from "./connect.ts";
@@ -125,6 +126,7 @@ export class Broker {
     await this.store.open();
     try {
       await restore(this);
+      this.#reserveDescriptors();
       await this.#listen();
       if (config.metrics.enabled) {
         this.#metricsServer = startMetricsServer({
@@ -154,6 +156,27 @@ export class Broker {
       ? await PasswordFile.load(config.auth.password_file)
       : undefined;
     this.acl = config.auth.acl_file ? await Acl.load(config.auth.acl_file) : undefined;
+  }
+
+  /** Grows the descriptor table for `server.max_clients` now, not one doubling at a time under load. */
+  #reserveDescriptors(): void {
+    const maxClients = this.config.server.max_clients;
+    const started = performance.now();
+    const { opened, stoppedBy } = reserveDescriptors(maxClients);
+    if (opened === 0 && stoppedBy === undefined) return;
+    const fields = {
+      descriptors: opened,
+      ms: Math.round(performance.now() - started),
+      stopped_by: stoppedBy,
+    };
+    if (stoppedBy !== undefined && opened > 0 && opened < maxClients) {
+      this.logger.warn("the open-files limit is below server.max_clients", {
+        max_clients: maxClients,
+        ...fields,
+      });
+    } else {
+      this.logger.debug("file descriptor table reserved", fields);
+    }
   }
 
   async #listen(): Promise<void> {

@@ -1,0 +1,72 @@
+// The descriptor table is grown for server.max_clients before the listeners open (src/transport/fd_table.ts),
+// so a burst of connections never waits for the kernel to double it; the descriptors opened for that are
+// closed again, and a low open-files limit is reported, not fatal. Linux only: elsewhere nothing is reserved.
+
+import assert from "node:assert/strict";
+import { RawClient, spawnBroker } from "../helpers.ts";
+
+const linuxOnly = Deno.build.os !== "linux";
+
+function procStatus(pid: number, field: string): number {
+  const match = new RegExp(`^${field}:\\s*(\\d+)`, "m").exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  assert.ok(match, `${field} in /proc/${pid}/status`);
+  return Number(match[1]);
+}
+
+function openDescriptors(pid: number): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+}
+
+Deno.test({
+  name: "fd table: sized for server.max_clients at startup, with the descriptors used for it closed again",
+  ignore: linuxOnly,
+  async fn() {
+    const big = await spawnBroker(["--storage.backend", "memory", "--server.max_clients", "3000"]);
+    const small = await spawnBroker(["--storage.backend", "memory", "--server.max_clients", "10"]);
+    try {
+      assert.ok(procStatus(big.proc.pid, "FDSize") >= 3000, `FDSize ${procStatus(big.proc.pid, "FDSize")}`);
+      // The small broker's table stayed at its natural size: the reservation follows the setting.
+      assert.ok(
+        procStatus(small.proc.pid, "FDSize") < 3000,
+        `FDSize ${procStatus(small.proc.pid, "FDSize")}`,
+      );
+      assert.ok(openDescriptors(big.proc.pid) < 100, `${openDescriptors(big.proc.pid)} descriptors open`);
+
+      const clients: RawClient[] = [];
+      for (let i = 0; i < 50; i++) clients.push(await RawClient.connect(big.port));
+      assert.equal(clients.length, 50);
+      await Promise.all(clients.map((c) => c.close()));
+    } finally {
+      await big.kill();
+      await small.kill();
+    }
+  },
+});
+
+Deno.test({
+  name: "fd table: an open-files limit below server.max_clients is logged, and the broker still serves",
+  ignore: linuxOnly,
+  async fn() {
+    const broker = await spawnBroker(
+      ["--storage.backend", "memory", "--server.max_clients", "1000"],
+      20000,
+      { openFiles: 256 },
+    );
+    try {
+      const log = broker.stderr();
+      assert.match(
+        log,
+        /WARN {2}the open-files limit is below server\.max_clients max_clients=1000 descriptors=\d+/,
+      );
+      assert.match(log, /stopped_by="Too many open files/);
+      assert.ok(
+        openDescriptors(broker.proc.pid) < 100,
+        `${openDescriptors(broker.proc.pid)} descriptors open`,
+      );
+      const client = await RawClient.connect(broker.port);
+      await client.close();
+    } finally {
+      await broker.kill();
+    }
+  },
+});
