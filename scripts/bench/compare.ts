@@ -30,7 +30,7 @@ import {
   startBroker,
   V8_FLAGS,
 } from "./brokers.ts";
-import { openFileLimit } from "./loadgen.ts";
+import { openFilesLimit } from "../../src/transport/fd_table.ts";
 import { loadAverage, machineInfo, ProcessMonitor, readMachineCpu, stealPercent } from "./proc_stats.ts";
 import { HEADLINES, renderReport, type ReportMeta, type ScenarioRun } from "./report.ts";
 import { type LoadResult, SCENARIO_NAMES, type ScenarioName } from "./scenarios.ts";
@@ -189,7 +189,7 @@ function parseOptions(args: string[]): Options {
 
 /** Lowers connection counts to what the open-file limit allows (each process holds one end). */
 function fitToFileLimit(args: string[], notes: string[]): string[] {
-  const limit = openFileLimit();
+  const limit = openFilesLimit();
   const i = args.indexOf("--connections");
   if (limit === null || i < 0) return args;
   const wanted = Number(args[i + 1]);

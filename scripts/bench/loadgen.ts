@@ -15,7 +15,7 @@
 
 import { parseArgs } from "node:util";
 import { isLoopback } from "./client.ts";
-import { reserveDescriptors } from "../../src/transport/fd_table.ts";
+import { openFilesLimit, reserveDescriptors } from "../../src/transport/fd_table.ts";
 import {
   type LoadOptions,
   type LoadResult,
@@ -48,19 +48,6 @@ Scenarios: ${SCENARIO_NAMES.join(", ")}
   --decoder fast|codec  parse PUBLISH in place (default) or through the codec
   --mqtt5             use MQTT 5.0 instead of 3.1.1
   --timeout S         hard limit for the whole run (default: duration + drain + 60)`;
-
-/** Soft limit on open files of this process, from /proc (Linux); null when unknown. */
-export function openFileLimit(): number | null {
-  try {
-    const line = Deno.readTextFileSync("/proc/self/limits").split("\n").find((l) =>
-      l.startsWith("Max open files")
-    );
-    const soft = line?.split(/\s{2,}/)[1];
-    return soft === undefined || soft === "unlimited" ? null : Number(soft);
-  } catch {
-    return null;
-  }
-}
 
 /** Parses the command line into options; throws with the offending flag and value. */
 export function parseLoadArgs(args: string[]): LoadOptions & { timeout: number } {
@@ -153,7 +140,7 @@ async function main(): Promise<number> {
     return 1;
   }
   const sockets = options.connections + options.publishers + options.subscribers + 32;
-  const limit = openFileLimit();
+  const limit = openFilesLimit();
   if (limit !== null && sockets > limit) {
     console.error(
       `loadgen: needs about ${sockets} open files but the limit is ${limit} (raise it with ulimit -n)`,
@@ -162,7 +149,7 @@ async function main(): Promise<number> {
   }
   // The load generator is a multi-threaded Deno process too: without this, its own socket() calls wait for
   // each doubling of its descriptor table, and those waits land in every broker's connect percentiles.
-  reserveDescriptors(sockets);
+  reserveDescriptors(sockets, sockets);
   const write = (obj: unknown) => console.log(JSON.stringify(obj));
   options.onEvent = write;
   options.log = (line) => console.error(line);

@@ -22,7 +22,7 @@ import { ReasonCode } from "../mqtt/reason_codes.ts";
 import type { Packet } from "../mqtt/types.ts";
 import type { SessionRecord, Store, StoredMessage, StoreOp } from "../store/store.ts";
 import type { Transport } from "../transport/connection.ts";
-import { reserveDescriptors } from "../transport/fd_table.ts";
+import { DescriptorHeadroom, openFilesLimit, reserveDescriptors } from "../transport/fd_table.ts";
 import { listen, type ListenerSpec } from "../transport/listeners.ts";
 import { Client } from "./client.ts";
 import { handleConnect, handleDisconnect } from "./connect.ts";
@@ -86,6 +86,7 @@ export class Broker {
   queueLowWater: number;
   #metricsServer?: { port: number; close(): Promise<void> };
   #timers: ReturnType<typeof setInterval>[] = [];
+  #headroom: DescriptorHeadroom | undefined;
   #opsSinceFlush = 0;
   #stopping = false;
   #ready = false;
@@ -158,25 +159,38 @@ export class Broker {
     this.acl = config.auth.acl_file ? await Acl.load(config.auth.acl_file) : undefined;
   }
 
-  /** Grows the descriptor table for `server.max_clients` now, not one doubling at a time under load. */
+  /**
+   * Grows the descriptor table now for the first connections (up to 4,096 descriptors), and from
+   * then on in the background as they fill it: a doubling on the accept path stalls every connection.
+   */
   #reserveDescriptors(): void {
     const maxClients = this.config.server.max_clients;
-    const started = performance.now();
-    const { opened, stoppedBy } = reserveDescriptors(maxClients);
-    if (opened === 0 && stoppedBy === undefined) return;
-    const fields = {
-      descriptors: opened,
-      ms: Math.round(performance.now() - started),
-      stopped_by: stoppedBy,
-    };
-    if (stoppedBy !== undefined && opened > 0 && opened < maxClients) {
+    const limit = openFilesLimit();
+    if (limit !== null && limit < maxClients + 64) {
       this.logger.warn("the open-files limit is below server.max_clients", {
         max_clients: maxClients,
-        ...fields,
+        open_files_limit: limit,
       });
-    } else {
-      this.logger.debug("file descriptor table reserved", fields);
     }
+    const started = performance.now();
+    const { opened, stoppedBy } = reserveDescriptors(maxClients);
+    if (opened > 0 || stoppedBy !== undefined) {
+      this.logger.debug("file descriptor table reserved", {
+        descriptors: opened,
+        ms: Math.round(performance.now() - started),
+        stopped_by: stoppedBy,
+      });
+    }
+    this.#headroom ??= new DescriptorHeadroom(
+      maxClients,
+      (r) =>
+        this.logger.debug("file descriptor table grown", {
+          size: r.size,
+          descriptors: r.opened,
+          ms: r.ms,
+          stopped_by: r.stoppedBy,
+        }),
+    );
   }
 
   async #listen(): Promise<void> {
@@ -198,6 +212,7 @@ export class Broker {
     }
     const client = new Client(this, transport);
     this.connections.add(client);
+    this.#headroom?.check(this.connections.size);
     client.run(); // never rejects: Client.run catches everything
   }
 
@@ -573,6 +588,7 @@ export class Broker {
     // After the clients, so each gets its DISCONNECT before any listener goes away; accept() refuses
     // newcomers meanwhile.
     await this.#closeListeners();
+    await this.#headroom?.growing; // its files are closed when it ends
     try {
       await this.store.flush();
     } finally {
