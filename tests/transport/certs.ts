@@ -109,7 +109,12 @@ async function makeLeaf(dir: string, ca: string, name: string, cn: string, ext: 
     `${ca}.crt`,
     "-CAkey",
     `${ca}.key`,
-    "-CAcreateserial",
+    // A serial of its own: with -CAcreateserial, two leaves of one CA signed at once (as makePki does) raced
+    // on the CA's .srl file ("Unable to load number from other-ca.srl").
+    "-set_serial",
+    `0x${
+      Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("")
+    }`,
     "-out",
     `${name}.crt`,
     "-days",
