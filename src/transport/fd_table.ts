@@ -97,6 +97,8 @@ export function descriptorTableSize(): number | undefined {
  */
 export class DescriptorHeadroom {
   readonly #needed: number;
+  /** The open-files limit: a table bigger than it is no use, and growing near it takes what accept() needs. */
+  readonly #limit: number;
   readonly #onGrown: (result: Reservation & { size: number; ms: number }) => void;
   #size: number;
   #growing = false;
@@ -112,6 +114,7 @@ export class DescriptorHeadroom {
     const size = supported() ? descriptorTableSize() : undefined;
     this.#size = size ?? 0;
     this.#stopped = size === undefined;
+    this.#limit = openFilesLimit() ?? Infinity;
   }
 
   /** The table's size as last read (0 where it is not tracked). */
@@ -126,6 +129,7 @@ export class DescriptorHeadroom {
   check(connections: number): void {
     if (this.#growing || this.#stopped) return;
     if (connections + SPARE_DESCRIPTORS < this.#size / 2 || this.#size >= this.#needed) return;
+    if (this.#size * 2 > this.#limit) return; // the kernel grows it on demand, once, if ever needed
     this.#growing = true;
     this.growing = this.#grow().finally(() => {
       this.#growing = false;
