@@ -231,6 +231,20 @@ Deno.test("KvStore: put and delete of one new key in a batch cost no commit; rep
   });
 });
 
+Deno.test("KvStore: a small batch right behind a commit gathers what arrives meanwhile into one commit", async () => {
+  await withKv(async (store) => {
+    store.apply({ op: "session.put", session: session("a", ["f"]) });
+    const first = store.flush();
+    await Promise.resolve(); // the first batch is committing now
+    store.apply({ op: "session.put", session: session("b", ["f"]) }); // waits behind that commit
+    await first;
+    // Right behind a commit and small, the second batch is still open: this op joins it.
+    store.apply({ op: "session.put", session: session("c", ["f"]) });
+    await store.flush();
+    assert.deepEqual([store.stats.commits, store.stats.mutations], [2, 3]);
+  });
+});
+
 Deno.test("KvStore: before load() on an existing database, a delete is never dropped", async () => {
   await withKv(async (store, path) => {
     store.apply({ op: "outbound.put", record: queued("c", 1) });
