@@ -22,7 +22,12 @@ import { ReasonCode } from "../mqtt/reason_codes.ts";
 import type { Packet } from "../mqtt/types.ts";
 import type { SessionRecord, Store, StoredMessage, StoreOp } from "../store/store.ts";
 import type { Transport } from "../transport/connection.ts";
-import { DescriptorHeadroom, openFilesLimit, reserveDescriptors } from "../transport/fd_table.ts";
+import {
+  DescriptorHeadroom,
+  openFilesLimit,
+  reserveDescriptors,
+  SPARE_DESCRIPTORS,
+} from "../transport/fd_table.ts";
 import { listen, type ListenerSpec } from "../transport/listeners.ts";
 import { Client } from "./client.ts";
 import { handleConnect, handleDisconnect } from "./connect.ts";
@@ -166,7 +171,7 @@ export class Broker {
   #reserveDescriptors(): void {
     const maxClients = this.config.server.max_clients;
     const limit = openFilesLimit();
-    if (limit !== null && limit < maxClients + 64) {
+    if (limit !== null && limit < maxClients + SPARE_DESCRIPTORS) {
       this.logger.warn("the open-files limit is below server.max_clients", {
         max_clients: maxClients,
         open_files_limit: limit,
@@ -181,7 +186,7 @@ export class Broker {
         stopped_by: stoppedBy,
       });
     }
-    this.#headroom ??= new DescriptorHeadroom(
+    this.#headroom = new DescriptorHeadroom(
       maxClients,
       (r) =>
         this.logger.debug("file descriptor table grown", {
@@ -190,6 +195,7 @@ export class Broker {
           ms: r.ms,
           stopped_by: r.stoppedBy,
         }),
+      limit,
     );
   }
 

@@ -25,7 +25,7 @@
 export const STARTUP_DESCRIPTORS = 4096;
 
 /** Descriptors counted for what is not a client: listeners, the store, log and lock files. */
-const SPARE_DESCRIPTORS = 64;
+export const SPARE_DESCRIPTORS = 64;
 
 /** Files opened between two reads of the table's size while growing in the background. */
 const GROW_CHECK = 64;
@@ -40,10 +40,9 @@ export interface Reservation {
   readonly stoppedBy?: string;
 }
 
-/** True where growing the table ahead of need is possible and useful. */
-function supported(): boolean {
-  return Deno.build.os === "linux" &&
-    Deno.permissions.querySync({ name: "read", path: "/dev/null" }).state === "granted";
+/** True when `/dev/null` may be opened without a permission prompt. */
+function canOpenDevNull(): boolean {
+  return Deno.permissions.querySync({ name: "read", path: "/dev/null" }).state === "granted";
 }
 
 /**
@@ -55,7 +54,7 @@ function supported(): boolean {
 export function reserveDescriptors(clients: number, cap = STARTUP_DESCRIPTORS): Reservation {
   const wanted = Math.min(clients + SPARE_DESCRIPTORS, cap);
   if (wanted <= reservedUpTo || Deno.build.os !== "linux") return { opened: 0 };
-  if (!supported()) return { opened: 0, stoppedBy: "no read permission for /dev/null" };
+  if (!canOpenDevNull()) return { opened: 0, stoppedBy: "no read permission for /dev/null" };
   reservedUpTo = wanted; // at the limit, trying again would only stop there again
   const files: Deno.FsFile[] = [];
   try {
@@ -101,20 +100,25 @@ export class DescriptorHeadroom {
   readonly #limit: number;
   readonly #onGrown: (result: Reservation & { size: number; ms: number }) => void;
   #size: number;
-  #growing = false;
   #stopped: boolean;
+  #growing: Promise<void> | undefined;
 
   /**
    * @param maxClients the most connections there will be (`server.max_clients`).
    * @param onGrown told after each growth (for a log line).
+   * @param limit the open-files limit, when the caller has read it already.
    */
-  constructor(maxClients: number, onGrown: (result: Reservation & { size: number; ms: number }) => void) {
+  constructor(
+    maxClients: number,
+    onGrown: (result: Reservation & { size: number; ms: number }) => void,
+    limit: number | null = openFilesLimit(),
+  ) {
     this.#needed = maxClients + SPARE_DESCRIPTORS;
     this.#onGrown = onGrown;
-    const size = supported() ? descriptorTableSize() : undefined;
+    const size = Deno.build.os === "linux" && canOpenDevNull() ? descriptorTableSize() : undefined;
     this.#size = size ?? 0;
     this.#stopped = size === undefined;
-    this.#limit = openFilesLimit() ?? Infinity;
+    this.#limit = limit ?? Infinity;
   }
 
   /** The table's size as last read (0 where it is not tracked). */
@@ -122,19 +126,17 @@ export class DescriptorHeadroom {
     return this.#size;
   }
 
-  /** A growth in the background, when one is running (for tests and shutdown). */
-  growing: Promise<void> | undefined;
+  /** The growth running in the background, if any (for tests and shutdown). */
+  get growing(): Promise<void> | undefined {
+    return this.#growing;
+  }
 
   /** Starts a growth when `connections` fill half of the table and it is smaller than needed. */
   check(connections: number): void {
-    if (this.#growing || this.#stopped) return;
+    if (this.#growing !== undefined || this.#stopped) return;
     if (connections + SPARE_DESCRIPTORS < this.#size / 2 || this.#size >= this.#needed) return;
     if (this.#size * 2 > this.#limit) return; // the kernel grows it on demand, once, if ever needed
-    this.#growing = true;
-    this.growing = this.#grow().finally(() => {
-      this.#growing = false;
-      this.growing = undefined;
-    });
+    this.#growing = this.#grow().finally(() => this.#growing = undefined);
   }
 
   async #grow(): Promise<void> {
