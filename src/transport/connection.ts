@@ -14,6 +14,7 @@
  * @module
  */
 
+import { directReadRid, readDirect } from "./deno_read.ts";
 import { OutputBuffer, worthKeeping } from "./output_buffer.ts";
 
 /** What the broker needs from any transport (TCP, TLS, WebSocket). */
@@ -74,6 +75,8 @@ export interface ByteConn {
 export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Array> {
   peerCommonName?: string;
   #conn: ByteConn;
+  /** The socket's resource id when its read op is called directly (deno_read.ts), else -1. */
+  #rid: number;
   // Both output buffers start empty and are allocated on first use: an idle connection holds none.
   #out = new OutputBuffer();
   #spare: Uint8Array = EMPTY;
@@ -97,6 +100,7 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
 
   constructor(conn: ByteConn) {
     this.#conn = conn;
+    this.#rid = directReadRid(conn);
   }
 
   /** Formatted when a log line asks for it, not kept per connection. */
@@ -127,7 +131,7 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
     if (this.#readBuf === EMPTY) this.#readBuf = new Uint8Array(INITIAL_READ);
     let read: Promise<number | null>;
     try {
-      read = this.#conn.read(this.#readBuf);
+      read = this.#rid >= 0 ? readDirect(this.#rid, this.#readBuf) : this.#conn.read(this.#readBuf);
     } catch {
       return END_PROMISE;
     }
@@ -136,7 +140,8 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   }
 
   #afterRead(n: number | null): IteratorResult<Uint8Array> {
-    if (n === null) return END;
+    // null from conn.read(), 0 from the read op: the end of the stream (the buffer is never empty).
+    if (n === null || n === 0) return END;
     const buf = this.#readBuf;
     const chunk = buf.subarray(0, n);
     // A full read means a busy connection: read bigger next time. A mostly empty one after that means it

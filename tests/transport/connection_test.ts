@@ -1,0 +1,120 @@
+// StreamTransport over real loopback sockets, on both read paths: Deno's read op called directly (a
+// Deno.Conn, src/transport/deno_read.ts) and conn.read() (any other ByteConn, here a plain wrapper). Either
+// way the bytes arrive whole and in order across the growing read buffer, the peer's close ends the
+// iteration, and a local close ends a pending read.
+
+import assert from "node:assert/strict";
+import { type ByteConn, StreamTransport } from "../../src/transport/connection.ts";
+import { directReadRid } from "../../src/transport/deno_read.ts";
+
+/** A connected pair over 127.0.0.1: `server` as accepted by the listener, `client` as dialled. */
+async function socketPair(): Promise<{ server: Deno.Conn; client: Deno.Conn }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const dialled = Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port });
+    const server = await listener.accept();
+    return { server, client: await dialled };
+  } finally {
+    listener.close();
+  }
+}
+
+/** A ByteConn that is not a Deno.Conn: the transport has to go through its read(). */
+function wrapped(conn: Deno.Conn): ByteConn & { reads: number } {
+  const w = {
+    reads: 0,
+    remoteAddr: conn.remoteAddr,
+    read(p: Uint8Array) {
+      w.reads++;
+      return conn.read(p);
+    },
+    write: (p: Uint8Array) => conn.write(p),
+    close: () => conn.close(),
+  };
+  return w;
+}
+
+/** Everything the transport yields until the end of the stream, failing after `ms`. */
+async function readAll(transport: StreamTransport, ms = 5000): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`stream did not end within ${ms} ms`)), ms);
+  });
+  const drain = (async () => {
+    for await (const chunk of transport) parts.push(chunk.slice()); // a chunk is valid until the next read
+  })();
+  try {
+    await Promise.race([drain, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function pattern(n: number): Uint8Array {
+  const bytes = new Uint8Array(n);
+  for (let i = 0; i < n; i++) bytes[i] = (i * 31 + (i >> 8)) & 0xff;
+  return bytes;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+}
+
+Deno.test("transport: a Deno socket is read through its op directly, anything else through read()", async () => {
+  const { server, client } = await socketPair();
+  try {
+    assert.ok(directReadRid(server) >= 0, "an accepted Deno.TcpConn has a resource id");
+    assert.equal(directReadRid(wrapped(server)), -1);
+    assert.equal(directReadRid({}), -1);
+  } finally {
+    server.close();
+    client.close();
+  }
+});
+
+for (const path of ["read op", "conn.read()"] as const) {
+  Deno.test(`transport (${path}): 300 KiB arrive whole and in order, and the peer's close ends the stream`, async () => {
+    const { server, client } = await socketPair();
+    const conn = path === "read op" ? server : wrapped(server);
+    const transport = new StreamTransport(conn);
+    const sent = pattern(300 * 1024);
+    try {
+      const received = readAll(transport);
+      // Small pieces first (the 128-byte first buffer), then big ones (it grows to 64 KiB).
+      await writeAll(client, sent.subarray(0, 10));
+      await writeAll(client, sent.subarray(10, 200));
+      await writeAll(client, sent.subarray(200));
+      client.close();
+      const got = await received;
+      assert.equal(got.length, sent.length);
+      assert.deepEqual(got, sent);
+      if (path === "conn.read()") assert.ok((conn as { reads: number }).reads > 1);
+    } finally {
+      transport.close(0);
+    }
+  });
+
+  Deno.test(`transport (${path}): closing it locally ends a pending read`, async () => {
+    const { server, client } = await socketPair();
+    const transport = new StreamTransport(path === "read op" ? server : wrapped(server));
+    try {
+      const received = readAll(transport);
+      await writeAll(client, new Uint8Array([1, 2, 3]));
+      await new Promise((r) => setTimeout(r, 50)); // the next read is pending now
+      transport.close(0);
+      assert.deepEqual(await received, new Uint8Array([1, 2, 3]));
+      assert.equal(transport.closed, true);
+    } finally {
+      client.close();
+    }
+  });
+}
