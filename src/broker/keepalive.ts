@@ -18,18 +18,20 @@ const STUCK_LIMIT_MS = 30_000;
 export function sweep(broker: Broker, now: number): void {
   const server = broker.config.server;
   const connectTimeoutMs = server.connect_timeout * 1000;
-  for (const client of broker.connections) {
+  // forEach, not for-of: this runs once a second, unoptimized, and for-of there allocates an iterator
+  // result per connection (82 bytes each: 3-4% of all the garbage in the p2p benchmark).
+  broker.connections.forEach((client) => {
     if (client.state === "connecting") {
       if (now - client.connectedAt > connectTimeoutMs) {
         client.closeReason = `no CONNECT within ${server.connect_timeout} s`;
         client.close(client.closeReason);
       }
-      continue;
+      return;
     }
-    if (client.state !== "connected") continue;
+    if (client.state !== "connected") return;
     if (client.keepAlive > 0 && now - client.lastRead > client.keepAlive * 1500) {
       client.disconnect(ReasonCode.KeepAliveTimeout, `no packet for 1.5 x keep-alive ${client.keepAlive} s`);
-      continue;
+      return;
     }
     if (client.transport.pendingBytes > server.max_output_buffer) {
       if (client.stuckSince === 0) client.stuckSince = now;
@@ -40,9 +42,9 @@ export function sweep(broker: Broker, now: number): void {
     } else {
       client.stuckSince = 0;
     }
-  }
-  for (const session of broker.sessions.values()) {
-    if (session.client !== undefined || session.disconnectedAt === undefined) continue;
+  });
+  broker.sessions.forEach((session) => {
+    if (session.client !== undefined || session.disconnectedAt === undefined) return;
     if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);
     if (
       session.expiryInterval !== NEVER_EXPIRES &&
@@ -51,5 +53,5 @@ export function sweep(broker: Broker, now: number): void {
       broker.logger.info("session expired", { client_id: session.clientId });
       broker.endSession(session, false);
     }
-  }
+  });
 }

@@ -2,7 +2,8 @@
  * Bytes in and out of one stream connection (TCP or TLS): nothing about MQTT here.
  *
  * Reads: the transport is itself the async iterator the connection handler loops over, each `next()` one
- * `conn.read()` into a small buffer of ours that grows for busy connections and shrinks back when they calm
+ * read (Deno's read op called directly for a Deno socket, see deno_read.ts; `conn.read()` otherwise) into a
+ * small buffer of ours that grows for busy connections and shrinks back when they calm
  * down (iterating `conn.readable` holds ~78 KB per idle connection). It is written by hand rather than as an
  * async generator: a suspended generator per connection costs ~0.4 KiB more.
  *
