@@ -17,6 +17,8 @@ const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Below this length an ASCII string is built with String.fromCharCode; above it TextDecoder is cheaper. */
 const SHORT_ASCII = 32;
+/** Reused by {@link decodeUtf8} for the char codes of a short ASCII string. */
+const shortCodes: number[] = [];
 
 /** Largest byte length of an MQTT string or binary field: its length prefix is a two-byte integer (§1.5.4). */
 export const MAX_STRING_BYTES = 65535;
@@ -98,15 +100,18 @@ export function encodeUtf8(str: string): Uint8Array {
 export function decodeUtf8(bytes: Uint8Array, start = 0, end: number = bytes.length): string {
   const n = end - start;
   if (n <= SHORT_ASCII) {
-    let s = "";
+    // The codes are gathered and made into one string at the end: `s += c` per byte made a new string per
+    // byte (and from 13 bytes on a chain of cons strings that a client id kept alive until flattened).
+    const codes = shortCodes;
+    codes.length = 0;
     let i = start;
     for (; i < end; i++) {
       const c = bytes[i];
       if (c >= 0x80) break;
       if (c === 0) throw malformed(`string contains U+0000 at byte ${i - start}`);
-      s += String.fromCharCode(c);
+      codes.push(c);
     }
-    if (i === end) return s;
+    if (i === end) return String.fromCharCode.apply(null, codes);
   }
   let s: string;
   try {
