@@ -36,8 +36,11 @@ function refuse(client: Client, code5: number, why: string): void {
   client.close(client.closeReason);
 }
 
-/** Decides whether the client may connect: password file, anonymous rule, mutual TLS CN. */
-async function authenticate(broker: Broker, client: Client, p: ConnectPacket): Promise<number> {
+/**
+ * Decides whether the client may connect: mutual TLS CN, anonymous rule, password file. Returns the reason
+ * code, or a promise of it when a password has to be checked (no promise per CONNECT otherwise).
+ */
+function authenticate(broker: Broker, client: Client, p: ConnectPacket): number | Promise<number> {
   const auth = broker.config.auth;
   const cn = client.transport.peerCommonName;
   if (cn !== undefined) {
@@ -51,8 +54,9 @@ async function authenticate(broker: Broker, client: Client, p: ConnectPacket): P
   if (passwords === undefined) {
     return auth.allow_anonymous ? ReasonCode.Success : ReasonCode.NotAuthorized;
   }
-  const ok = await passwords.verify(p.username, p.password ?? new Uint8Array());
-  return ok ? ReasonCode.Success : ReasonCode.BadUserNameOrPassword;
+  return passwords.verify(p.username, p.password ?? new Uint8Array()).then((ok) =>
+    ok ? ReasonCode.Success : ReasonCode.BadUserNameOrPassword
+  );
 }
 
 /** Handles the CONNECT packet. */
@@ -88,8 +92,11 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
     return;
   }
 
-  const authResult = await authenticate(broker, client, p);
-  if (client.isClosed) return;
+  let authResult = authenticate(broker, client, p);
+  if (typeof authResult !== "number") {
+    authResult = await authResult;
+    if (client.isClosed) return;
+  }
   if (authResult !== ReasonCode.Success) {
     broker.metrics.authFailures++;
     await new Promise((resolve) => setTimeout(resolve, AUTH_FAILURE_DELAY_MS));
