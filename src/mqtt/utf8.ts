@@ -17,8 +17,11 @@ const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Below this length an ASCII string is built with String.fromCharCode; above it TextDecoder is cheaper. */
 const SHORT_ASCII = 32;
-/** Reused by {@link decodeUtf8} for the char codes of a short ASCII string. */
-const shortCodes: number[] = [];
+/** Reused by {@link decodeUtf8}: for each length up to SHORT_ASCII, an array that holds the char codes. */
+const shortCodes: number[][] = Array.from(
+  { length: SHORT_ASCII + 1 },
+  (_, n) => Array.from({ length: n }, () => 0),
+);
 
 /** Largest byte length of an MQTT string or binary field: its length prefix is a two-byte integer (§1.5.4). */
 export const MAX_STRING_BYTES = 65535;
@@ -99,17 +102,16 @@ export function encodeUtf8(str: string): Uint8Array {
  */
 export function decodeUtf8(bytes: Uint8Array, start = 0, end: number = bytes.length): string {
   const n = end - start;
-  if (n <= SHORT_ASCII) {
+  if (n <= SHORT_ASCII && n >= 0) {
     // The codes are gathered and made into one string at the end: `s += c` per byte made a new string per
     // byte (and from 13 bytes on a chain of cons strings that a client id kept alive until flattened).
-    const codes = shortCodes;
-    codes.length = 0;
+    const codes = shortCodes[n];
     let i = start;
     for (; i < end; i++) {
       const c = bytes[i];
       if (c >= 0x80) break;
       if (c === 0) throw malformed(`string contains U+0000 at byte ${i - start}`);
-      codes.push(c);
+      codes[i - start] = c;
     }
     if (i === end) return String.fromCharCode.apply(null, codes);
   }
