@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { type RunningBroker, startBroker } from "../scripts/bench/brokers.ts";
 import { medianRun } from "../scripts/bench/compare.ts";
 import { newRunTag, Sink, STAMP_BYTES, writeStamp } from "../scripts/bench/delivery.ts";
+import { summarize } from "../scripts/bench/heap_sample.ts";
 import { LatencyHistogram } from "../scripts/bench/histogram.ts";
 import { parseCpuTicks, parseMachineCpu, parseMemory, stealPercent } from "../scripts/bench/proc_stats.ts";
 import { ratio, renderReport, rssPerConnection, type ScenarioRun } from "../scripts/bench/report.ts";
@@ -313,4 +314,29 @@ Deno.test("compare: the median of repeated latency runs is reported, with every 
   assert.match(withFailure.note!, /1 failed/);
   assert.equal(medianRun([run(null)]).status, "failed");
   assert.equal(medianRun([run(5_000)]).note, undefined, "a single run gets no note");
+});
+
+Deno.test("heap_sample: allocation is summed per function and per call path, largest first", () => {
+  const frame = (functionName: string, url = "file:///x/a.ts") => ({ functionName, url, lineNumber: 0 });
+  const head = {
+    callFrame: frame("(root)", ""),
+    selfSize: 0,
+    children: [
+      {
+        callFrame: frame("read"),
+        selfSize: 100,
+        children: [{ callFrame: frame("then", ""), selfSize: 300, children: [] }],
+      },
+      {
+        callFrame: frame("write"),
+        selfSize: 50,
+        children: [{ callFrame: frame("then", ""), selfSize: 200, children: [] }],
+      },
+    ],
+  };
+  const { total, self, paths } = summarize(head);
+  assert.equal(total, 650);
+  assert.deepEqual(self, [["then (native)", 500], ["read a.ts", 100], ["write a.ts", 50]]);
+  assert.deepEqual(paths[0], ["then (native) < read a.ts < (root) (native)", 300]);
+  assert.equal(paths.length, 4);
 });
