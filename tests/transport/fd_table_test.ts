@@ -19,6 +19,21 @@ function openDescriptors(pid: number): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
 }
 
+/** What `pid`'s descriptors point at, counted by target ("socket", "/dev/null", ...), for failure messages. */
+function descriptorTargets(pid: number): string {
+  const counts = new Map<string, number>();
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    let target = "?";
+    try {
+      target = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).replace(/:\[\d+\]$/, "");
+    } catch {
+      // closed meanwhile
+    }
+    counts.set(target, (counts.get(target) ?? 0) + 1);
+  }
+  return [...counts].map(([target, n]) => `${n} x ${target}`).join(", ");
+}
+
 Deno.test({
   name: "fd table: sized for server.max_clients at startup, with the descriptors used for it closed again",
   ignore: linuxOnly,
@@ -26,13 +41,19 @@ Deno.test({
     const big = await spawnBroker(["--storage.backend", "memory", "--server.max_clients", "3000"]);
     const small = await spawnBroker(["--storage.backend", "memory", "--server.max_clients", "10"]);
     try {
-      assert.ok(procStatus(big.proc.pid, "FDSize") >= 3000, `FDSize ${procStatus(big.proc.pid, "FDSize")}`);
+      assert.ok(
+        procStatus(big.proc.pid, "FDSize") >= 3000,
+        `FDSize ${procStatus(big.proc.pid, "FDSize")}; broker log:\n${big.stderr()}`,
+      );
       // The small broker's table stayed at its natural size: the reservation follows the setting.
       assert.ok(
         procStatus(small.proc.pid, "FDSize") < 3000,
         `FDSize ${procStatus(small.proc.pid, "FDSize")}`,
       );
-      assert.ok(openDescriptors(big.proc.pid) < 100, `${openDescriptors(big.proc.pid)} descriptors open`);
+      assert.ok(
+        openDescriptors(big.proc.pid) < 100,
+        `${openDescriptors(big.proc.pid)} descriptors open: ${descriptorTargets(big.proc.pid)}`,
+      );
 
       const clients: RawClient[] = [];
       for (let i = 0; i < 50; i++) clients.push(await RawClient.connect(big.port));
