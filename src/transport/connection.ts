@@ -3,8 +3,8 @@
  *
  * Reads: the transport is itself the async iterator the connection handler loops over, each `next()` one
  * read (Deno's read op called directly for a Deno socket, see deno_read.ts; `conn.read()` otherwise) into a
- * small buffer of ours that grows for busy connections and shrinks back when they calm
- * down (iterating `conn.readable` holds ~78 KB per idle connection). It is written by hand rather than as an
+ * small buffer of ours that grows for busy connections and shrinks back when they calm down (iterating
+ * `conn.readable` holds ~78 KB per idle connection). It is written by hand rather than as an
  * async generator: a suspended generator per connection costs ~0.4 KiB more.
  *
  * Writes: every packet is copied into one growing output buffer, flushed once per microtask with a single

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { type ByteConn, StreamTransport } from "../../src/transport/connection.ts";
 import { directReadRid } from "../../src/transport/deno_read.ts";
+import { delay } from "../helpers.ts";
 
 /** A connected pair over 127.0.0.1: `server` as accepted by the listener, `client` as dialled. */
 async function socketPair(): Promise<{ server: Deno.Conn; client: Deno.Conn }> {
@@ -109,7 +110,7 @@ for (const path of ["read op", "conn.read()"] as const) {
     try {
       const received = readAll(transport);
       await writeAll(client, new Uint8Array([1, 2, 3]));
-      await new Promise((r) => setTimeout(r, 50)); // the next read is pending now
+      await delay(50); // the next read is pending now
       transport.close(0);
       assert.deepEqual(await received, new Uint8Array([1, 2, 3]));
       assert.equal(transport.closed, true);
