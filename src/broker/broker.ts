@@ -463,9 +463,9 @@ export class Broker {
    */
   #redistributeShared(session: Session): void {
     const moved: OutEntry[] = [];
-    for (const [id, entry] of session.inflight) {
+    for (const entry of session.inflight.values()) {
       if (entry.share && entry.state === "publish") {
-        session.deleteInflight(id);
+        session.deleteInflight(entry.packetId);
         moved.push(entry);
       }
     }

@@ -88,7 +88,7 @@ export async function restore(broker: Broker): Promise<void> {
       entry.state = record.state === "pubrel" ? "pubrel" : "queued";
       if (entry.state === "queued") session.enqueue(entry);
     } else {
-      session.setInflight(record.packetId, entry);
+      session.setInflight(entry);
     }
     messages++;
   }

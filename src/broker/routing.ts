@@ -245,7 +245,7 @@ function startSending(
     }
     return;
   }
-  session.setInflight(entry.packetId, entry);
+  session.setInflight(entry);
   // A QoS 1 message moving from the queue into flight keeps its stored "queued" record: after a crash it is
   // resent with a new packet id, which at-least-once allows, and one write per message is saved. QoS 2
   // must keep its packet id across a restart (exactly once, §4.3.3), so its state change is stored.
@@ -277,8 +277,7 @@ export function pump(broker: Broker, session: Session): void {
 
 /** Resends everything in flight after a reconnect (§4.4): PUBLISH with DUP, PUBREL as is. */
 export function resendInflight(broker: Broker, session: Session, client: Client): void {
-  const entries = [...session.inflight.values()].sort((a, b) => a.seq - b.seq);
-  for (const entry of entries) {
+  for (const entry of session.inflight.values()) {
     if (entry.state === "pubrel") {
       client.send({ type: 6, packetId: entry.packetId });
     } else {

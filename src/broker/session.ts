@@ -12,6 +12,7 @@
 import type { QoS, Will } from "../mqtt/types.ts";
 import { type OutboundRecord, outboundRecordOf, type SubscriptionRecord } from "../store/store.ts";
 import type { Client } from "./client.ts";
+import { InflightTable, NO_INFLIGHT, type ReadonlyInflight } from "./inflight.ts";
 import type { Message } from "./message.ts";
 import type { SharedGroup } from "./topic_tree.ts";
 
@@ -29,7 +30,6 @@ export interface OutEntry {
 }
 
 const NO_SUBSCRIPTIONS: ReadonlyMap<string, SubscriptionRecord> = new Map();
-const NO_INFLIGHT: ReadonlyMap<number, OutEntry> = new Map();
 const NO_INCOMING: ReadonlySet<number> = new Set();
 /** The empty queue; never written to (enqueue replaces it first). */
 const NO_ENTRIES: OutEntry[] = [];
@@ -44,7 +44,7 @@ export class Session {
   // The collections below are created on first use and shared empty ones are read until then: most
   // connections are idle most of the time, and three empty Maps/Sets cost ~0.5 KiB per connection.
   #subscriptions?: Map<string, SubscriptionRecord>;
-  #inflight?: Map<number, OutEntry>;
+  #inflight?: InflightTable;
   #incoming?: Set<number>;
   /** Outbound messages waiting for the in-flight window or for the client to come back, in order. */
   #queue: OutEntry[] = NO_ENTRIES;
@@ -93,13 +93,13 @@ export class Session {
   }
 
   /** Outbound messages sent and awaiting acknowledgement, by packet id. */
-  get inflight(): ReadonlyMap<number, OutEntry> {
+  get inflight(): ReadonlyInflight {
     return this.#inflight ?? NO_INFLIGHT;
   }
 
-  /** Records an outbound message as in flight under its packet id. */
-  setInflight(packetId: number, entry: OutEntry): void {
-    (this.#inflight ??= new Map()).set(packetId, entry);
+  /** Records an outbound message as in flight under its `packetId`. */
+  setInflight(entry: OutEntry): void {
+    (this.#inflight ??= new InflightTable()).add(entry);
   }
 
   /** Forgets the in-flight message with `packetId` (acknowledged or moved elsewhere). */
@@ -198,12 +198,16 @@ export class Session {
     return this.#drainWaiters !== undefined;
   }
 
-  /** A free packet id for an outbound QoS 1/2 PUBLISH (§2.2.1): never one still in flight. */
+  /**
+   * A free packet id for an outbound QoS 1/2 PUBLISH (§2.2.1): never one still in flight, and one whose
+   * slot in the in-flight table is free (inflight.ts), so adding it allocates nothing.
+   */
   allocatePacketId(): number {
+    const inflight = this.inflight;
     for (let tries = 0; tries < 65535; tries++) {
       const id = this.#nextPacketId;
       this.#nextPacketId = id === 65535 ? 1 : id + 1;
-      if (!this.inflight.has(id)) return id;
+      if (inflight.isFree(id)) return id;
     }
     return 0; // cannot happen: the window is far below 65535
   }

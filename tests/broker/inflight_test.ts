@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { InflightTable, NO_INFLIGHT } from "../../src/broker/inflight.ts";
+import { type OutEntry, Session } from "../../src/broker/session.ts";
+
+function entry(packetId: number, seq: number): OutEntry {
+  const msg = { topic: "t", payload: new Uint8Array(0), qos: 1 as const, retain: false, receivedAt: 0 };
+  return { seq, msg, qos: 1, retain: false, state: "publish", packetId };
+}
+
+Deno.test("inflight table: ids that share a slot (as from the store) are all kept", () => {
+  const table = new InflightTable();
+  // 1, 9, 17, ... all map to slot 1 of 8 slots; 65535 and 32767 differ only in the top bit.
+  const ids = [1, 9, 17, 25, 33, 1025, 32767, 65535];
+  ids.forEach((id, i) => table.add(entry(id, 100 + i)));
+  assert.equal(table.size, ids.length);
+  for (const id of ids) assert.equal(table.get(id)?.packetId, id);
+  assert.equal(table.get(2), undefined);
+  assert.equal(table.has(41), false);
+  assert.deepEqual(table.values().map((e) => e.packetId), ids);
+});
+
+Deno.test("inflight table: delete, replace and values in seq order", () => {
+  const table = new InflightTable();
+  table.add(entry(5, 30));
+  table.add(entry(3, 10));
+  table.add(entry(4, 20));
+  assert.equal(table.delete(4), true);
+  assert.equal(table.delete(4), false);
+  assert.equal(table.delete(12), false); // same slot as 4 in a table of 8, not in it
+  table.add(entry(3, 40)); // same id again: replaces
+  assert.equal(table.size, 2);
+  assert.deepEqual(table.values().map((e) => [e.packetId, e.seq]), [[5, 30], [3, 40]]);
+  assert.equal(table.delete(5) && table.delete(3), true);
+  assert.equal(table.size, 0);
+  assert.deepEqual(table.values(), []);
+});
+
+Deno.test("inflight table: the packet id allocator never hands out an id in flight, across wrap-around", () => {
+  const session = new Session("c");
+  const live: number[] = [];
+  const seen = new Set<number>();
+  // A window of 100 where every 7th message is never acknowledged, over three passes of the id space.
+  for (let n = 0; n < 200_000; n++) {
+    const id = session.allocatePacketId();
+    assert.ok(id >= 1 && id <= 65535, `id ${id}`);
+    assert.equal(session.inflight.has(id), false, `id ${id} handed out while in flight`);
+    session.setInflight(entry(id, n));
+    if (n % 7 === 0 && seen.size < 50) seen.add(id);
+    else live.push(id);
+    if (live.length > 100) session.deleteInflight(live.shift()!);
+  }
+  assert.equal(session.inflight.size, live.length + seen.size);
+  for (const id of [...live, ...seen]) assert.equal(session.inflight.get(id)?.packetId, id);
+});
+
+Deno.test("inflight table: the shared empty table reads as empty", () => {
+  assert.equal(NO_INFLIGHT.size, 0);
+  assert.equal(NO_INFLIGHT.get(1), undefined);
+  assert.equal(NO_INFLIGHT.isFree(1), true);
+  assert.deepEqual(NO_INFLIGHT.values(), []);
+  assert.equal(new Session("x").inflight, NO_INFLIGHT);
+});
