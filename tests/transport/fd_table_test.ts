@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { DescriptorHeadroom, descriptorTableSize, openFilesLimit } from "../../src/transport/fd_table.ts";
-import { delay, RawClient, spawnBroker } from "../helpers.ts";
+import { RawClient, spawnBroker, waitFor } from "../helpers.ts";
 
 const linuxOnly = Deno.build.os !== "linux";
 
@@ -20,18 +20,13 @@ function openDescriptors(pid: number): number {
 }
 
 /**
- * `pid`'s open descriptors once they are below `bound`, or the count after `ms` if they never are. A broker
+ * `pid`'s open descriptors once they are below `bound`, or the count after 2 s if they never are. A broker
  * that just logged "listening" under the parallel suite may still hold a few for a moment; a leak of the
  * thousands the reservation opens stays.
  */
-async function settledDescriptors(pid: number, bound: number, ms = 2000): Promise<number> {
-  const end = Date.now() + ms;
-  let n = openDescriptors(pid);
-  while (n >= bound && Date.now() < end) {
-    await delay(20);
-    n = openDescriptors(pid);
-  }
-  return n;
+async function settledDescriptors(pid: number, bound: number): Promise<number> {
+  await waitFor(() => openDescriptors(pid) < bound, "descriptors to settle", 2000).catch(() => {});
+  return openDescriptors(pid);
 }
 
 /** What `pid`'s descriptors point at, counted by target ("socket", "/dev/null", ...), for failure messages. */
