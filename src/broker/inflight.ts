@@ -7,7 +7,9 @@
  * consecutive, and a direct-mapped array indexed by `id & mask` holds them without a hash. The packet id
  * allocator takes only ids whose slot is free (`isFree`), so the ids it hands out never collide; ids that
  * come from elsewhere (the store, after a restart) grow the array until they do not. Lookups, adds and
- * deletes allocate nothing.
+ * deletes allocate nothing. A table never shrinks: it stays at about twice the session's largest window
+ * (4 bytes per slot), as a Map's storage did; ids restored from a store written by the Map-based allocator
+ * may, rarely, need more slots to separate (at most 65,536).
  *
  * @module
  */
