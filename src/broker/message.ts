@@ -17,8 +17,15 @@ import type { StoredMessage } from "../store/store.ts";
 export interface Message extends StoredMessage {
   /** Client id of the publisher (for No Local, §3.8.3.1); undefined for $SYS and wills of ended sessions. */
   origin?: string;
-  /** Encoded PUBLISH per shape, see {@link encodeShared}. */
-  encoded?: (Uint8Array | undefined)[];
+  /**
+   * The first encoded PUBLISH made for this message (or the one received, see `handlePublish`), and its
+   * shape ({@link shapeSlot}); -1 or undefined when there is none yet. Most messages go out in one shape
+   * only, so this pair saves the array of {@link encodedMore} (~180 bytes) per message.
+   */
+  encodedSlot?: number;
+  encodedBytes?: Uint8Array;
+  /** Encodings of further shapes, by slot, see {@link encodeShared}. */
+  encodedMore?: (Uint8Array | undefined)[];
   /**
    * Set on retained messages: encoded afresh per send, never cached. They live long and are sent in bursts
    * of thousands to one subscriber; caching made each a long-lived array hanging off an old object, and
@@ -84,7 +91,7 @@ function buildPacket(
   return packet;
 }
 
-/** Index of a packet shape in {@link Message.encoded}: protocol family, QoS, RETAIN flag. */
+/** Index of a packet shape in the encoding cache of a {@link Message}: protocol family, QoS, RETAIN flag. */
 export function shapeSlot(version: 3 | 4 | 5, qos: QoS, retain: boolean): number {
   return (version === 5 ? 6 : 0) + qos * 2 + (retain ? 1 : 0);
 }
@@ -105,11 +112,16 @@ export function encodeShared(
   }
   if (msg.uncached) return encodePublish(buildPacket(msg, version, qos, retain, now), version === 5 ? 5 : 4);
   const slot = shapeSlot(version, qos, retain);
-  const cache = msg.encoded ??= [];
-  let bytes = cache[slot];
+  if (msg.encodedSlot === slot) return msg.encodedBytes!;
+  let bytes = msg.encodedMore?.[slot];
   if (bytes === undefined) {
     bytes = encodePublish(buildPacket(msg, version, qos, retain, now), version === 5 ? 5 : 4);
-    cache[slot] = bytes;
+    if (msg.encodedBytes === undefined) {
+      msg.encodedSlot = slot;
+      msg.encodedBytes = bytes;
+    } else {
+      (msg.encodedMore ??= [])[slot] = bytes;
+    }
   }
   return bytes;
 }

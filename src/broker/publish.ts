@@ -49,14 +49,11 @@ function ack(
  * The PUBLISH as received, as the first entry of the message's encoding cache ({@link encodeShared}) when
  * it is what we would send a subscriber of its protocol family at its QoS: no properties (so no topic
  * alias either), DUP and RETAIN clear (a live delivery carries RETAIN 0 unless Retain As Published). The
- * subscriber's packet id is patched into the copy in its output buffer.
+ * subscriber's packet id is patched into the copy in its output buffer. Undefined when it is not.
  */
-function forwardAsReceived(client: Client, qos: QoS): (Uint8Array | undefined)[] | undefined {
+function receivedAsForwarded(client: Client, qos: QoS): Uint8Array | undefined {
   const raw = client.decoder.publishBytes;
-  if (raw === undefined || raw[0] !== (0x30 | (qos << 1))) return undefined;
-  const encoded: (Uint8Array | undefined)[] = [];
-  encoded[shapeSlot(client.version, qos, false)] = raw;
-  return encoded;
+  return raw === undefined || raw[0] !== (0x30 | (qos << 1)) ? undefined : raw;
 }
 
 /** Handles a PUBLISH from a client. */
@@ -139,6 +136,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
     const now = client.lastRead; // when the chunk holding this PUBLISH was read: a clock read costs ~90 ns
     const expiry = props?.messageExpiryInterval;
     const retain = p.retain && config.retained.enabled;
+    const raw = receivedAsForwarded(client, qos);
     const msg: Message = {
       topic,
       payload: p.payload,
@@ -148,7 +146,9 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
       expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
       receivedAt: now,
       origin: client.clientId,
-      encoded: forwardAsReceived(client, qos),
+      encodedSlot: raw === undefined ? -1 : shapeSlot(client.version, qos, false),
+      encodedBytes: raw,
+      encodedMore: undefined,
     };
     if (retain) broker.setRetained(msg);
     const matched = route(broker, msg);

@@ -214,7 +214,9 @@ function keepLong(msg: Message): void {
   const payload = msg.payload;
   if (ownsBuffer(payload)) return;
   msg.payload = payload.slice();
-  msg.encoded = undefined;
+  msg.encodedSlot = -1;
+  msg.encodedBytes = undefined;
+  msg.encodedMore = undefined;
 }
 
 /** Moves an entry into the in-flight window and sends it. */
