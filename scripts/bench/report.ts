@@ -147,6 +147,9 @@ export function renderReport(meta: ReportMeta, runs: ScenarioRun[]): string {
     }` +
       ` in ${Math.round(meta.elapsedS)} s. Regenerate with the same command; the file is overwritten.`,
     "",
+    "What each optimisation changed, with its before and after numbers and commands, is kept in " +
+      "[performance_log.md](performance_log.md), which this command does not touch.",
+    "",
   );
   out.push("## Machine and versions", "");
   out.push(`- CPU: ${meta.machine.cpuModel}, ${meta.machine.cores} cores; ${meta.machine.memoryGiB} GiB RAM`);
