@@ -297,6 +297,48 @@ Deno.test("report: QoS 1 gets a second summary row of messages acknowledged and 
   );
 });
 
+Deno.test("report: latency gets a broker residence row when its runs were captured, none when not", () => {
+  const latency = (broker: ScenarioRun["broker"], p99: number, residenceP99?: number): ScenarioRun => ({
+    scenario: "latency",
+    broker,
+    status: "ok",
+    loadgenArgs: [],
+    result: { p99_us: p99, lost: 0, errors: [], disconnects: 0 } as unknown as LoadResult,
+    residence: residenceP99 === undefined
+      ? undefined
+      : { p50Us: 100, p99Us: residenceP99, deliveries: 25_000 },
+  });
+  const meta = {
+    date: "2026-01-01T00:00:00Z",
+    command: "deno task bench:compare",
+    quick: false,
+    machine: { cpuModel: "test cpu", cores: 2, memoryGiB: 1, kernel: "6.0" },
+    versions: {},
+    pinning: "none",
+    loadBefore: null,
+    loadAfter: null,
+    stealPercent: null,
+    elapsedS: 1,
+    brokers: ["mosquitto", "ours-memory"] as ScenarioRun["broker"][],
+    settings: {},
+  };
+  const captured = renderReport(meta, [latency("mosquitto", 800, 600), latency("ours-memory", 1600, 450)]);
+  assert.match(
+    captured,
+    /\| `latency` \| p99 latency \(lower is better\) \| 0\.800 ms \| 1\.60 ms \| 2\.00x \|/,
+  );
+  assert.match(
+    captured,
+    /\| `latency` \| broker residence p99, from a packet capture \(lower is better\) \| 0\.600 ms \| 0\.450 ms \| 0\.75x \|/,
+  );
+  assert.match(
+    captured,
+    /broker residence p50 0\.100 ms, p99 0\.450 ms \(25,000 deliveries in a packet capture\)/,
+  );
+  const plain = renderReport(meta, [latency("mosquitto", 800), latency("ours-memory", 1600)]);
+  assert.doesNotMatch(plain, /broker residence p99/);
+});
+
 Deno.test("compare: the median of repeated latency runs is reported, with every run's value", () => {
   const run = (p99: number | null): ScenarioRun => ({
     scenario: "latency",

@@ -33,6 +33,7 @@ import {
 import { openFilesLimit } from "../../src/transport/fd_table.ts";
 import { loadAverage, machineInfo, ProcessMonitor, readMachineCpu, stealPercent } from "./proc_stats.ts";
 import { HEADLINES, renderReport, type ReportMeta, type ScenarioRun } from "./report.ts";
+import { analyze, quantile } from "./residence.ts";
 import { type LoadResult, SCENARIO_NAMES, type ScenarioName } from "./scenarios.ts";
 
 /** Load generator arguments per scenario, full and quick; null = not part of that mode. */
@@ -201,6 +202,99 @@ function fitToFileLimit(args: string[], notes: string[]): string[] {
   return copy;
 }
 
+/**
+ * Scenarios whose runs are also captured with `tcpdump` (when it can run: installed, and we are root) to
+ * measure each broker's own residence per delivery (scripts/bench/residence.ts). Only the low-rate
+ * latency scenario: a capture of the saturating ones would be gigabytes and would load the load
+ * generator's core.
+ */
+const CAPTURE_SCENARIOS: ScenarioName[] = ["latency"];
+
+let captureChecked: Promise<boolean> | undefined;
+
+/** Whether `tcpdump` runs here with the rights to capture on loopback. */
+function canCapture(): Promise<boolean> {
+  return captureChecked ??= (async () => {
+    if (Deno.uid() !== 0) return false;
+    try {
+      const out = await new Deno.Command("tcpdump", { args: ["--version"], stdout: "null", stderr: "null" })
+        .output();
+      return out.success;
+    } catch {
+      return false;
+    }
+  })();
+}
+
+/** A running `tcpdump` of one broker port into a temporary file. */
+interface Capture {
+  file: string;
+  /** Stops tcpdump so that the file is complete; throws when it never captured. */
+  stop(): Promise<void>;
+  /** Kills tcpdump if it still runs and deletes the file. */
+  discard(): Promise<void>;
+}
+
+/** Starts capturing loopback traffic of `port`; resolves once tcpdump listens. */
+async function startCapture(port: number, pin: boolean): Promise<Capture> {
+  const file = await Deno.makeTempFile({ prefix: "mqtt-bench-", suffix: ".pcap" });
+  const argv = [
+    "tcpdump",
+    ...["-i", "lo", "-n", "-s", "0", "-B", "65536", "--time-stamp-precision=nano", "-w", file],
+    ...["tcp", "port", String(port)],
+  ];
+  const full = pin ? ["taskset", "-c", "1", ...argv] : argv;
+  const child = new Deno.Command(full[0], {
+    args: full.slice(1),
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  })
+    .spawn();
+  const handle = {
+    kill: () => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+    },
+  };
+  children.add(handle);
+  // tcpdump says "listening on lo" on stderr once its socket is bound; until then packets are missed.
+  let stderr = "";
+  const listening = new Promise<void>((resolve) => {
+    child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
+      new WritableStream({
+        write: (c) => {
+          stderr = (stderr + c).slice(-1000);
+          if (stderr.includes("listening on")) resolve();
+        },
+      }),
+    ).catch(() => {}).finally(() => resolve());
+  });
+  const timeout = new Promise<void>((resolve) => setTimeout(resolve, 3000));
+  await Promise.race([listening, timeout]);
+  return {
+    file,
+    stop: async () => {
+      try {
+        child.kill("SIGINT"); // tcpdump flushes its file on SIGINT
+      } catch {
+        // Already exited.
+      }
+      await child.status;
+      children.delete(handle);
+      if (!stderr.includes("listening on")) throw new Error(`tcpdump did not capture: ${stderr.trim()}`);
+    },
+    discard: async () => {
+      handle.kill();
+      children.delete(handle);
+      await Deno.remove(file).catch(() => {});
+    },
+  };
+}
+
 /** Runs one scenario against one fresh broker. */
 async function runOne(
   scenario: ScenarioName,
@@ -213,6 +307,7 @@ async function runOne(
   const args = fitToFileLimit(baseArgs, notes);
   const run: ScenarioRun = { scenario, broker: brokerName, status: "failed", loadgenArgs: [] };
   let broker: RunningBroker | undefined;
+  let capture: Capture | undefined;
   try {
     const nagle = brokerName === "mosquitto" && MOSQUITTO_NAGLE.includes(scenario);
     if (nagle) notes.push("Nagle on (set_tcp_nodelay false, faster for Mosquitto here)");
@@ -226,6 +321,12 @@ async function runOne(
     run.loadgenArgs = ["--scenario", scenario, "--port", "P", ...args];
     const argv = [Deno.execPath(), "run", "-A", `${root}/scripts/bench/loadgen.ts`, ...lgArgs];
     const full = pin ? ["taskset", "-c", "1", ...argv] : argv;
+    capture = CAPTURE_SCENARIOS.includes(scenario) && await canCapture()
+      ? await startCapture(broker.port, pin).catch((e) => {
+        notes.push(`no packet capture: ${e instanceof Error ? e.message : e}`);
+        return undefined;
+      })
+      : undefined;
     monitor.start();
     const cpuBefore = readMachineCpu();
     const child = new Deno.Command(full[0], {
@@ -291,9 +392,27 @@ async function runOne(
       run.result = result;
       run.status = "ok";
     }
+    if (capture !== undefined) {
+      try {
+        await new Promise((r) => setTimeout(r, 200)); // the last deliveries reach the capture
+        await capture.stop();
+        const res = analyze(await Deno.readFile(capture.file), broker.port, result?.warmup_s ?? 0);
+        if (res.micros.length > 0) {
+          run.residence = {
+            p50Us: quantile(res.micros, 0.5),
+            p99Us: quantile(res.micros, 0.99),
+            deliveries: res.micros.length,
+          };
+        }
+        if (res.brokenFlows > 0) notes.push(`packet capture lost bytes in ${res.brokenFlows} flows`);
+      } catch (e) {
+        notes.push(`packet capture failed: ${e instanceof Error ? e.message : e}`);
+      }
+    }
   } catch (e) {
     notes.push(e instanceof Error ? e.message : String(e));
   } finally {
+    await capture?.discard();
     if (broker !== undefined) {
       await broker.stop();
       brokers.delete(broker);
