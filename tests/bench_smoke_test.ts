@@ -14,7 +14,13 @@ import { newRunTag, Sink, STAMP_BYTES, writeStamp } from "../scripts/bench/deliv
 import { summarize } from "../scripts/bench/heap_sample.ts";
 import { LatencyHistogram } from "../scripts/bench/histogram.ts";
 import { parseCpuTicks, parseMachineCpu, parseMemory, stealPercent } from "../scripts/bench/proc_stats.ts";
-import { ratio, renderReport, rssPerConnection, type ScenarioRun } from "../scripts/bench/report.ts";
+import {
+  ratio,
+  renderReport,
+  type ReportMeta,
+  rssPerConnection,
+  type ScenarioRun,
+} from "../scripts/bench/report.ts";
 import { type LoadResult, resolveOptions, runScenario } from "../scripts/bench/scenarios.ts";
 import { hasCommand, startBroker as startOurBroker } from "./helpers.ts";
 
@@ -260,6 +266,22 @@ Deno.test("loadgen: qos1_persistent keeps the subscriber's session, and our kv s
   }
 });
 
+/** Report header facts of a comparison of Mosquitto and ours (memory) on a made-up machine. */
+const TWO_BROKERS: ReportMeta = {
+  date: "2026-01-01T00:00:00Z",
+  command: "deno task bench:compare",
+  quick: false,
+  machine: { cpuModel: "test cpu", cores: 2, memoryGiB: 1, kernel: "6.0" },
+  versions: {},
+  pinning: "none",
+  loadBefore: null,
+  loadAfter: null,
+  stealPercent: null,
+  elapsedS: 1,
+  brokers: ["mosquitto", "ours-memory"],
+  settings: {},
+};
+
 Deno.test("report: QoS 1 gets a second summary row of messages acknowledged and delivered", () => {
   const qos1 = (
     broker: ScenarioRun["broker"],
@@ -273,20 +295,10 @@ Deno.test("report: QoS 1 gets a second summary row of messages acknowledged and 
     loadgenArgs: [],
     result: { ack_rate: acked, rate: delivered, lost, errors: [], disconnects: 0 } as unknown as LoadResult,
   });
-  const md = renderReport({
-    date: "2026-01-01T00:00:00Z",
-    command: "deno task bench:compare",
-    quick: false,
-    machine: { cpuModel: "test cpu", cores: 2, memoryGiB: 1, kernel: "6.0" },
-    versions: {},
-    pinning: "none",
-    loadBefore: null,
-    loadAfter: null,
-    stealPercent: null,
-    elapsedS: 1,
-    brokers: ["mosquitto", "ours-memory"],
-    settings: {},
-  }, [qos1("mosquitto", 100_000, 40_000, 300_000), qos1("ours-memory", 300_000, 300_000, 0)]);
+  const md = renderReport(TWO_BROKERS, [
+    qos1("mosquitto", 100_000, 40_000, 300_000),
+    qos1("ours-memory", 300_000, 300_000, 0),
+  ]);
   assert.match(
     md,
     /\| `qos1` \| PUBACKs\/s \(higher is better\) \| 100,000 \(lost 300,000\) \| 300,000 \| 3\.00x \|/,
@@ -308,20 +320,7 @@ Deno.test("report: latency gets a broker residence row when its runs were captur
       ? undefined
       : { p50Us: 100, p99Us: residenceP99, deliveries: 25_000 },
   });
-  const meta = {
-    date: "2026-01-01T00:00:00Z",
-    command: "deno task bench:compare",
-    quick: false,
-    machine: { cpuModel: "test cpu", cores: 2, memoryGiB: 1, kernel: "6.0" },
-    versions: {},
-    pinning: "none",
-    loadBefore: null,
-    loadAfter: null,
-    stealPercent: null,
-    elapsedS: 1,
-    brokers: ["mosquitto", "ours-memory"] as ScenarioRun["broker"][],
-    settings: {},
-  };
+  const meta = TWO_BROKERS;
   const captured = renderReport(meta, [latency("mosquitto", 800, 600), latency("ours-memory", 1600, 450)]);
   assert.match(
     captured,

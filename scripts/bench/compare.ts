@@ -127,6 +127,21 @@ async function cleanup(): Promise<void> {
   brokers.clear();
 }
 
+/** Registers `child` to be killed by {@link cleanup}; the handle kills it now. */
+function track(child: Deno.ChildProcess): { kill: () => void } {
+  const handle = {
+    kill: () => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+    },
+  };
+  children.add(handle);
+  return handle;
+}
+
 /** Splits a child's stdout into lines as they arrive. */
 async function eachLine(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
   let rest = "";
@@ -251,16 +266,7 @@ async function startCapture(port: number, pin: boolean): Promise<Capture> {
     stderr: "piped",
   })
     .spawn();
-  const handle = {
-    kill: () => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-    },
-  };
-  children.add(handle);
+  const handle = track(child);
   // tcpdump says "listening on lo" on stderr once its socket is bound; until then packets are missed.
   let stderr = "";
   const listening = new Promise<void>((resolve) => {
@@ -335,16 +341,7 @@ async function runOne(
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    const handle = {
-      kill: () => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // Already exited.
-        }
-      },
-    };
-    children.add(handle);
+    const handle = track(child);
     const timer = setTimeout(() => {
       notes.push(`load generator killed after ${RUN_TIMEOUT_S} s`);
       handle.kill();
