@@ -14,13 +14,15 @@
  * PUBLISH has its properties) is read from its CONNECT. A PUBLISH
  * split over several segments counts from the segment that completes it. Reads classic pcap files
  * (microsecond or nanosecond timestamps) of Ethernet, Linux cooked, BSD loopback or raw IP, IPv4 and IPv6.
- * A flow that loses bytes in the capture (a gap in its TCP sequence numbers) is not parsed past the gap,
- * and the report says how many were.
+ * Packets are split and decoded by the project's own decoder (src/mqtt/decode.ts). A flow that loses
+ * bytes in the capture (a gap in its TCP sequence numbers) is not parsed past the gap, and the report says
+ * how many were.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { PacketDecoder } from "../../src/mqtt/decode.ts";
 import { STAMP_BYTES } from "./delivery.ts";
 
 /** The broker's residence times of one capture, in microseconds, sorted. */
@@ -31,86 +33,38 @@ export interface Residence {
   warmup: number;
   /** Deliveries whose stamp never came in from a publisher in the capture. */
   unmatched: number;
-  /** TCP flows that lost bytes in the capture and were parsed only up to the gap. */
+  /** TCP flows that lost bytes in the capture (or could not be decoded) and were parsed only up to there. */
   brokenFlows: number;
 }
 
+/** One TCP segment of the capture. */
+interface Segment {
+  /** Kernel timestamp, microseconds. */
+  t: number;
+  src: string;
+  dst: string;
+  srcPort: number;
+  dstPort: number;
+  seq: number;
+  syn: boolean;
+  data: Uint8Array;
+}
+
+/** One direction of a connection: where its byte stream is, and the project's decoder over it. */
 interface Flow {
   /** Next TCP sequence number expected; -1 before the first segment. */
   next: number;
   broken: boolean;
-  /** MQTT bytes not yet making up a whole packet. */
-  pending: Uint8Array;
-  /** The client's protocol level (3, 4, 5), from its CONNECT, shared by both directions of a connection. */
-  conn: { version: number };
+  decoder: PacketDecoder;
 }
 
-/** Publisher and sequence number of the stamp at `at` in one number (48 bits, exact). */
-function stampKey(b: Uint8Array, at: number): number {
-  const publisher = b[at + 2] | (b[at + 3] << 8);
-  const seq = (b[at + 4] | (b[at + 5] << 8) | (b[at + 6] << 16)) + b[at + 7] * 0x1000000;
-  return publisher * 0x100000000 + seq;
+/** Both directions of one client's connection. The client's CONNECT sets both decoders' protocol level. */
+interface Connection {
+  toBroker: Flow;
+  fromBroker: Flow;
 }
 
-/** The run tag of the stamp at `at`. */
-function stampTag(b: Uint8Array, at: number): number {
-  return b[at] | (b[at + 1] << 8);
-}
-
-/** Variable byte integer at `at`: [value, bytes used], or null when incomplete or malformed. */
-function varint(b: Uint8Array, at: number, end: number): [number, number] | null {
-  let value = 0;
-  let mult = 1;
-  for (let i = 0; i < 4; i++) {
-    if (at + i >= end) return null;
-    const byte = b[at + i];
-    value += (byte & 0x7f) * mult;
-    if ((byte & 0x80) === 0) return [value, i + 1];
-    mult *= 128;
-  }
-  return null;
-}
-
-/** Where the payload of the PUBLISH whose variable header starts at `at` begins, or -1. */
-function publishPayload(b: Uint8Array, flags: number, at: number, end: number, version: number): number {
-  if (at + 2 > end) return -1;
-  let p = at + 2 + ((b[at] << 8) | b[at + 1]);
-  if (((flags >> 1) & 3) > 0) p += 2;
-  if (version === 5) {
-    const props = varint(b, p, end);
-    if (props === null) return -1;
-    p += props[1] + props[0];
-  }
-  return p + STAMP_BYTES <= end ? p : -1;
-}
-
-/** Splits a flow's bytes into MQTT packets and hands each PUBLISH stamp (and CONNECT's version) on. */
-function feed(flow: Flow, data: Uint8Array, onStamp: (tag: number, key: number) => void): void {
-  let b = data;
-  if (flow.pending.length > 0) {
-    b = new Uint8Array(flow.pending.length + data.length);
-    b.set(flow.pending);
-    b.set(data, flow.pending.length);
-  }
-  let at = 0;
-  while (at < b.length) {
-    const len = varint(b, at + 1, b.length);
-    if (len === null) break;
-    const body = at + 1 + len[1];
-    const end = body + len[0];
-    if (end > b.length) break;
-    const type = b[at] >> 4;
-    if (type === 1 && end - body >= 7) {
-      // CONNECT: protocol name (length-prefixed), then the protocol level.
-      flow.conn.version = b[body + 2 + ((b[body] << 8) | b[body + 1])];
-    } else if (type === 3) {
-      const payload = publishPayload(b, b[at] & 15, body, end, flow.conn.version);
-      if (payload >= 0) onStamp(stampTag(b, payload), stampKey(b, payload));
-    }
-    at = end;
-  }
-  flow.pending = at < b.length ? b.slice(at) : new Uint8Array(0);
-}
+const newFlow = (): Flow => ({ next: -1, broken: false, decoder: new PacketDecoder() });
 
 /** Offset of the IP header in a frame of `linkType`, or -1 for link types this does not read. */
 function ipOffset(linkType: number, frame: Uint8Array, at: number): number {
@@ -134,77 +88,35 @@ function ipOffset(linkType: number, frame: Uint8Array, at: number): number {
   }
 }
 
-/**
- * Residence times in `pcap` of the broker listening on `port`. Deliveries of messages that came in
- * before the first inbound PUBLISH + `warmupS` seconds are left out (and so is their inbound stamp).
- */
-export function analyze(pcap: Uint8Array, port: number, warmupS = 0): Residence {
+/** The TCP segments of a classic pcap file, in capture order. */
+function* segments(pcap: Uint8Array): Generator<Segment> {
   const view = new DataView(pcap.buffer, pcap.byteOffset, pcap.byteLength);
-  const magicLE = view.getUint32(0, true);
-  let little: boolean;
-  let nano: boolean;
-  if (magicLE === 0xa1b2c3d4 || magicLE === 0xa1b23c4d) {
-    little = true;
-    nano = magicLE === 0xa1b23c4d;
-  } else {
-    const magicBE = view.getUint32(0, false);
-    if (magicBE !== 0xa1b2c3d4 && magicBE !== 0xa1b23c4d) {
-      throw new Error("not a classic pcap file (pcapng is not read: write it with tcpdump -w)");
-    }
-    little = false;
-    nano = magicBE === 0xa1b23c4d;
+  const magics = [0xa1b2c3d4, 0xa1b23c4d]; // microsecond, nanosecond timestamps
+  const little = magics.includes(view.getUint32(0, true));
+  const magic = view.getUint32(0, little);
+  if (!magics.includes(magic)) {
+    throw new Error("not a classic pcap file (pcapng is not read: write it with tcpdump -w)");
   }
+  const nano = magic === 0xa1b23c4d;
   const linkType = view.getUint32(20, little) & 0xffff;
   if (ipOffset(linkType, new Uint8Array(64), 0) < 0) throw new Error(`link type ${linkType} is not read`);
-
-  const flows = new Map<string, Flow>();
-  const conns = new Map<string, { version: number }>();
-  // Run tag -> stamp -> kernel time it came in, microseconds (a capture may hold several runs).
-  const inbound = new Map<number, Map<number, number>>();
-  const out: number[] = [];
-  let unmatched = 0;
-  let inWarmup = 0;
-  let firstIn = -1;
-  let now = 0;
-  let outbound = false;
-
-  const onStamp = (tag: number, key: number) => {
-    let run = inbound.get(tag);
-    if (!outbound) {
-      if (firstIn < 0) firstIn = now;
-      if (run === undefined) inbound.set(tag, run = new Map());
-      if (!run.has(key)) run.set(key, now); // a retransmitted PUBLISH (DUP) counts from the first
-      return;
-    }
-    const t = run?.get(key);
-    if (t === undefined) unmatched++;
-    else if (t - firstIn < warmupS * 1e6) inWarmup++;
-    else out.push(now - t);
-  };
 
   let at = 24;
   while (at + 16 <= pcap.length) {
     const seconds = view.getUint32(at, little);
     const fraction = view.getUint32(at + 4, little);
-    const captured = view.getUint32(at + 8, little);
     const frame = at + 16;
-    at = frame + captured;
-    if (at > pcap.length) break; // a capture cut short
-    now = seconds * 1e6 + (nano ? fraction / 1000 : fraction);
-
+    at = frame + view.getUint32(at + 8, little);
+    if (at > pcap.length) return; // a capture cut short
     const ip = ipOffset(linkType, pcap, frame);
-    let tcp: number;
-    let ipEnd: number;
-    let src: string;
-    let dst: string;
-    const ipVersion = pcap[ip] >> 4;
-    if (ipVersion === 4) {
+    let tcp: number, ipEnd: number, src: string, dst: string;
+    if (pcap[ip] >> 4 === 4) {
       if (pcap[ip + 9] !== 6) continue;
       tcp = ip + (pcap[ip] & 15) * 4;
       ipEnd = Math.min(at, ip + view.getUint16(ip + 2));
       src = pcap.subarray(ip + 12, ip + 16).join(".");
       dst = pcap.subarray(ip + 16, ip + 20).join(".");
-    } else if (ipVersion === 6) {
+    } else if (pcap[ip] >> 4 === 6) {
       if (pcap[ip + 6] !== 6) continue; // extension headers are not followed
       tcp = ip + 40;
       ipEnd = Math.min(at, tcp + view.getUint16(ip + 4));
@@ -213,51 +125,101 @@ export function analyze(pcap: Uint8Array, port: number, warmupS = 0): Residence 
     } else {
       continue;
     }
-    const srcPort = view.getUint16(tcp);
-    const dstPort = view.getUint16(tcp + 2);
-    if (srcPort !== port && dstPort !== port) continue;
-    const seq = view.getUint32(tcp + 4);
-    const tcpFlags = pcap[tcp + 13];
-    const data = tcp + (pcap[tcp + 12] >> 4) * 4;
-    const client = srcPort === port ? `${dst}/${dstPort}` : `${src}/${srcPort}`;
-    const key = `${src}/${srcPort}>${dst}/${dstPort}`;
-    let flow = flows.get(key);
-    if (flow === undefined || (tcpFlags & 0x02) !== 0) {
-      // A SYN starts the flow afresh (a port reused by a later connection).
-      let conn = conns.get(client);
-      if (conn === undefined || ((tcpFlags & 0x02) !== 0 && srcPort !== port)) {
-        conn = { version: 4 };
-        conns.set(client, conn);
-      }
-      flow = { next: -1, broken: false, pending: new Uint8Array(0), conn };
-      flows.set(key, flow);
+    yield {
+      t: seconds * 1e6 + (nano ? fraction / 1000 : fraction),
+      src,
+      dst,
+      srcPort: view.getUint16(tcp),
+      dstPort: view.getUint16(tcp + 2),
+      seq: view.getUint32(tcp + 4),
+      syn: (pcap[tcp + 13] & 0x02) !== 0,
+      data: pcap.subarray(tcp + (pcap[tcp + 12] >> 4) * 4, ipEnd),
+    };
+  }
+}
+
+/**
+ * The bytes of `seg` that continue `flow`'s stream (a retransmission may bring some new ones at its end),
+ * or null when it brings none; a gap breaks the flow.
+ */
+function newBytes(flow: Flow, seg: Segment): Uint8Array | null {
+  let data = seg.data;
+  if (flow.next >= 0) {
+    const ahead = (seg.seq - flow.next) | 0; // wrap-around safe
+    if (ahead > 0) {
+      flow.broken = true; // bytes missing from the capture
+      return null;
     }
-    let len = ipEnd - data;
-    if ((tcpFlags & 0x02) !== 0) {
-      flow.next = (seq + 1) >>> 0;
+    if (-ahead >= data.length) return null;
+    data = data.subarray(-ahead);
+  }
+  flow.next = (seg.seq + seg.data.length) >>> 0;
+  return data;
+}
+
+/**
+ * Residence times in `pcap` of the broker listening on `port`. Deliveries of messages that came in
+ * before the first inbound PUBLISH + `warmupS` seconds are left out.
+ */
+export function analyze(pcap: Uint8Array, port: number, warmupS = 0): Residence {
+  const connections = new Map<string, Connection>();
+  // Run tag -> publisher and sequence number -> kernel time it came in (a capture may hold several runs).
+  const inbound = new Map<number, Map<number, number>>();
+  const out: number[] = [];
+  let unmatched = 0;
+  let inWarmup = 0;
+  let firstIn = -1;
+  let brokenFlows = 0;
+
+  for (const seg of segments(pcap)) {
+    const toBroker = seg.dstPort === port;
+    if (!toBroker && seg.srcPort !== port) continue;
+    const client = toBroker ? `${seg.src}/${seg.srcPort}` : `${seg.dst}/${seg.dstPort}`;
+    let conn = connections.get(client);
+    if (conn === undefined || (seg.syn && toBroker)) {
+      // A client's SYN starts the connection afresh (a port reused by a later connection).
+      conn = { toBroker: newFlow(), fromBroker: newFlow() };
+      connections.set(client, conn);
+    }
+    const flow = toBroker ? conn.toBroker : conn.fromBroker;
+    if (seg.syn) {
+      flow.next = (seg.seq + 1) >>> 0;
       continue;
     }
-    if (len <= 0 || flow.broken) continue;
-    let start = data;
-    if (flow.next >= 0) {
-      const ahead = (seq - flow.next) | 0; // wrap-around safe
-      if (ahead > 0) {
-        flow.broken = true; // bytes missing from the capture
-        continue;
-      }
-      if (ahead < 0) {
-        // A retransmission, possibly with new bytes at its end.
-        if (-ahead >= len) continue;
-        start -= ahead;
-        len += ahead;
-      }
+    if (flow.broken || seg.data.length === 0) continue;
+    const data = newBytes(flow, seg);
+    if (data === null) {
+      if (flow.broken) brokenFlows++;
+      continue;
     }
-    flow.next = (seq + (start - data) + len) >>> 0;
-    outbound = srcPort === port;
-    feed(flow, pcap.subarray(start, start + len), onStamp);
+    // What the broker sends is decoded in the client's protocol level, which its CONNECT set.
+    if (!toBroker) flow.decoder.protocolVersion = conn.toBroker.decoder.protocolVersion;
+    flow.decoder.push(data);
+    try {
+      for (let p = flow.decoder.next(); p !== null; p = flow.decoder.next()) {
+        if (p.type !== 3 || p.payload.length < STAMP_BYTES) continue;
+        const b = p.payload;
+        const tag = b[0] | (b[1] << 8);
+        // Publisher (u16) and sequence number (u32) of the stamp, as one exact number.
+        const key = (b[2] | (b[3] << 8)) * 0x100000000 + (b[4] | (b[5] << 8) | (b[6] << 16)) +
+          b[7] * 0x1000000;
+        let run = inbound.get(tag);
+        if (toBroker) {
+          if (firstIn < 0) firstIn = seg.t;
+          if (run === undefined) inbound.set(tag, run = new Map());
+          if (!run.has(key)) run.set(key, seg.t); // a retransmitted PUBLISH (DUP) counts from the first
+          continue;
+        }
+        const t = run?.get(key);
+        if (t === undefined) unmatched++;
+        else if (t - firstIn < warmupS * 1e6) inWarmup++;
+        else out.push(seg.t - t);
+      }
+    } catch {
+      flow.broken = true; // not MQTT from here on (a capture started mid-stream)
+      brokenFlows++;
+    }
   }
-  let brokenFlows = 0;
-  for (const flow of flows.values()) if (flow.broken) brokenFlows++;
   const micros = Float64Array.from(out).sort();
   return { micros, warmup: inWarmup, unmatched, brokenFlows };
 }
