@@ -144,3 +144,23 @@ Deno.test("residence: a flow with bytes missing from the capture is parsed up to
 Deno.test("residence: a file that is not a classic pcap is refused by name", () => {
   assert.throws(() => analyze(new Uint8Array(64), BROKER), /not a classic pcap/);
 });
+
+Deno.test("residence: the command names a file that is not a capture, and a bad port, and exits 2", async () => {
+  const script = new URL("../scripts/bench/residence.ts", import.meta.url).pathname;
+  const notPcap = await Deno.makeTempFile({ suffix: ".pcap" });
+  try {
+    await Deno.writeTextFile(notPcap, "hello");
+    for (
+      const [args, message] of [
+        [[notPcap, "--port", "1883"], /^residence: not a classic pcap file/],
+        [[notPcap, "--port", "x"], /^residence: --port x: not a port/],
+      ] as const
+    ) {
+      const out = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", script, ...args] }).output();
+      assert.equal(out.code, 2);
+      assert.match(new TextDecoder().decode(out.stderr), message);
+    }
+  } finally {
+    await Deno.remove(notPcap);
+  }
+});

@@ -277,4 +277,12 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    // A bad flag, a missing or foreign file: one line naming it, no stack.
+    console.error(`residence: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(2);
+  }
+}
