@@ -119,3 +119,40 @@ for (const path of ["read op", "conn.read()"] as const) {
     }
   });
 }
+
+Deno.test("transport: connections that share a slab of first-read buffers keep their bytes apart", async () => {
+  // 150 connections: more than one slab's 128 slots. Every peer sends its own bytes in small pieces,
+  // interleaved with the others, and one of them also bursts (its buffer grows) and calms down again (it
+  // reads into its slab slot once more) while the rest keep sending.
+  const count = 150;
+  const pairs = await Promise.all(Array.from({ length: count }, () => socketPair()));
+  const transports = pairs.map((p) => new StreamTransport(p.server));
+  const expected = pairs.map((_, i) => {
+    const bytes = new Uint8Array(i === 0 ? 3 * 100 + 200_000 + 3 * 100 : 3 * 100);
+    for (let j = 0; j < bytes.length; j++) bytes[j] = (i * 7 + j) & 0xff;
+    return bytes;
+  });
+  try {
+    const received = transports.map((t) => readAll(t, 10_000));
+    const sentUpTo = new Array(count).fill(0);
+    const send = async (i: number, n: number) => {
+      await writeAll(pairs[i].client, expected[i].subarray(sentUpTo[i], sentUpTo[i] + n));
+      sentUpTo[i] += n;
+    };
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < count; i++) await send(i, 100);
+      await delay(20); // each piece is read on its own, into the connection's first-read buffer
+    }
+    await send(0, 200_000);
+    await delay(50);
+    for (let round = 0; round < 3; round++) {
+      await send(0, 100);
+      await delay(20); // small reads again: back to its slot of the slab
+    }
+    for (const p of pairs) p.client.close();
+    const got = await Promise.all(received);
+    for (let i = 0; i < count; i++) assert.deepEqual(got[i], expected[i], `connection ${i}`);
+  } finally {
+    for (const t of transports) t.close(0);
+  }
+});
