@@ -1,9 +1,9 @@
 /**
- * Hostile input through the real broker, in this test's isolate: what the isolate holds (its JS heap and its
+ * Hostile input through the real broker: random bytes, an oversized Remaining Length, a CONNECT trickled
+ * byte by byte, thousands of half-open connections, and a subscriber that never reads while ~50 MB is
+ * published to it. The broker runs in this test's isolate, so what the isolate holds (its JS heap and its
  * ArrayBuffers, `heapUsed + external`) is the broker's memory. The process's RSS is not: the parallel suite
  * runs other test files in the same process at the same time.
- * random bytes, an oversized Remaining Length, a CONNECT trickled byte by byte, thousands of half-open
- * connections, and a subscriber that never reads while ~50 MB is published to it.
  */
 
 import assert from "node:assert/strict";

@@ -4,7 +4,12 @@
 // reported, not fatal. Linux only: elsewhere nothing is reserved.
 
 import assert from "node:assert/strict";
-import { DescriptorHeadroom, descriptorTableSize, openFilesLimit } from "../../src/transport/fd_table.ts";
+import {
+  DescriptorHeadroom,
+  descriptorTableSize,
+  openFilesLimit,
+  SPARE_DESCRIPTORS,
+} from "../../src/transport/fd_table.ts";
 import { RawClient, spawnBroker, waitFor } from "../helpers.ts";
 
 const linuxOnly = Deno.build.os !== "linux";
@@ -67,7 +72,7 @@ Deno.test({
       // spawn, and the parallel suite opens thousands at times.)
       const reserved = /file descriptor table reserved descriptors=(\d+)/.exec(small.stderr());
       assert.ok(reserved, `no reservation logged:\n${small.stderr()}`);
-      assert.equal(Number(reserved[1]), 10 + 64);
+      assert.equal(Number(reserved[1]), 10 + SPARE_DESCRIPTORS);
       const open = await settledDescriptors(big.proc.pid, 100);
       assert.ok(
         open < 100,
