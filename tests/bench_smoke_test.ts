@@ -320,8 +320,10 @@ Deno.test("report: latency gets a broker residence row when its runs were captur
       ? undefined
       : { p50Us: 100, p99Us: residenceP99, deliveries: 25_000 },
   });
-  const meta = TWO_BROKERS;
-  const captured = renderReport(meta, [latency("mosquitto", 800, 600), latency("ours-memory", 1600, 450)]);
+  const captured = renderReport(TWO_BROKERS, [
+    latency("mosquitto", 800, 600),
+    latency("ours-memory", 1600, 450),
+  ]);
   assert.match(
     captured,
     /\| `latency` \| p99 latency \(lower is better\) \| 0\.800 ms \| 1\.60 ms \| 2\.00x \|/,
@@ -334,7 +336,7 @@ Deno.test("report: latency gets a broker residence row when its runs were captur
     captured,
     /broker residence p50 0\.100 ms, p99 0\.450 ms \(25,000 deliveries in a packet capture\)/,
   );
-  const plain = renderReport(meta, [latency("mosquitto", 800), latency("ours-memory", 1600)]);
+  const plain = renderReport(TWO_BROKERS, [latency("mosquitto", 800), latency("ours-memory", 1600)]);
   assert.doesNotMatch(plain, /broker residence p99/);
 });
 

@@ -416,14 +416,11 @@ for (const [via, qos] of SLOW_CASES) {
       const memAfter = isolateBytes();
       const growthPeak = (memPeak - memBefore) / MB;
       const growthAfter = (memAfter - memBefore) / MB;
+      const mb = (bytes: number) => (bytes / MB).toFixed(0);
       console.log(
-        `QoS ${qos} ${via}: published ${(sent / MB).toFixed(0)} MB in ${
-          seconds.toFixed(1)
-        } s; memory before ` +
-          `${(memBefore / MB).toFixed(0)} MB, peak ${(memPeak / MB).toFixed(0)} MB (+${
-            growthPeak.toFixed(0)
-          }), ` +
-          `after ${(memAfter / MB).toFixed(0)} MB; dropped ${JSON.stringify(b.broker.metrics.dropped)}; ` +
+        `QoS ${qos} ${via}: published ${mb(sent)} MB in ${seconds.toFixed(1)} s; ` +
+          `memory before ${mb(memBefore)} MB, peak ${mb(memPeak)} MB (+${growthPeak.toFixed(0)}), ` +
+          `after ${mb(memAfter)} MB; dropped ${JSON.stringify(b.broker.metrics.dropped)}; ` +
           `other client round trips ${latencies.length}, max ${Math.max(...latencies)} ms`,
       );
       assert.ok(sent >= 50 * MB);
