@@ -12,8 +12,9 @@
  * turn, of the one `$share/` group. That is enough for the fan-in, fan-out, latency, p2p, fanout_1k,
  * shared and conn scenarios, whose filters are either one exact topic or match every topic published.
  * No real topic matching, no sessions, no retries, no validation; the PUBACKs of subscribers are read
- * and dropped. It reads with `conn.read()` into a reused buffer and writes each connection once per
- * microtask, like the broker. MQTT 3.1.1 and 5.0 framing (both sides of a copy must use the same one).
+ * and dropped. Like the broker, it calls Deno's read op directly where it can (falling back to `conn.read()`),
+ * into a 256-byte buffer per connection that doubles while reads fill it (up to 64 KiB), and writes each
+ * connection once per microtask from an output buffer made on its first packet. MQTT 3.1.1 and 5.0 framing (both sides of a copy must use the same one).
  * Loopback only.
  *
  * @module
@@ -25,10 +26,31 @@ const CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);
 /** MQTT 5 CONNACK: no flags, success, no properties. */
 const CONNACK5 = new Uint8Array([0x20, 0x03, 0x00, 0x00, 0x00]);
 const PINGRESP = new Uint8Array([0xd0, 0x00]);
+const EMPTY = new Uint8Array(0);
+const SMALL_READ = 256;
+const MAX_READ = 64 * 1024;
+
+/** Deno's internal read op (what `conn.read()` wraps), when this Deno exposes it. */
+const core = (() => {
+  try {
+    const deno = Deno as unknown as Record<symbol, { core?: DenoCore }> & { internal?: symbol };
+    const found = deno.internal === undefined ? undefined : deno[deno.internal]?.core;
+    return typeof found?.read === "function" && typeof found.internalRidSymbol === "symbol"
+      ? found
+      : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+interface DenoCore {
+  read(rid: number, buffer: Uint8Array): Promise<number>;
+  internalRidSymbol: symbol;
+}
 
 /** One connection's queued output, written once per microtask. */
 class Output {
-  #buf = new Uint8Array(4096);
+  #buf = EMPTY;
   #len = 0;
   #writing = false;
   #scheduled = false;
@@ -37,7 +59,7 @@ class Output {
 
   push(bytes: Uint8Array): void {
     if (this.#len + bytes.length > this.#buf.length) {
-      const grown = new Uint8Array(Math.max(this.#buf.length * 2, this.#len + bytes.length));
+      const grown = new Uint8Array(Math.max(this.#buf.length * 2, this.#len + bytes.length, 256));
       grown.set(this.#buf.subarray(0, this.#len));
       this.#buf = grown;
     }
@@ -100,14 +122,19 @@ function unsubscribeAll(out: Output): void {
 async function serve(conn: Deno.TcpConn): Promise<void> {
   conn.setNoDelay(true);
   const out = new Output(conn);
-  const readBuf = new Uint8Array(64 * 1024);
-  let pending = new Uint8Array(0);
+  const rid = core === undefined
+    ? undefined
+    : (conn as unknown as Record<symbol, number>)[core.internalRidSymbol];
+  let readBuf = new Uint8Array(SMALL_READ);
+  let pending = EMPTY;
   let v5 = false;
   try {
     while (true) {
-      const n = await conn.read(readBuf);
-      if (n === null) break;
+      const n = rid === undefined ? await conn.read(readBuf) : await core!.read(rid, readBuf);
+      if (n === null || n === 0) break;
       let data = readBuf.subarray(0, n);
+      // A full read means a busy connection: read more at once from the next one on.
+      if (n === readBuf.length && n < MAX_READ) readBuf = new Uint8Array(n * 2);
       if (pending.length > 0) {
         const joined = new Uint8Array(pending.length + n);
         joined.set(pending);
@@ -179,7 +206,7 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
         }
         pos = end;
       }
-      pending = pos < data.length ? data.slice(pos) : new Uint8Array(0);
+      pending = pos < data.length ? data.slice(pos) : EMPTY;
     }
   } catch {
     // Reset by the peer.
