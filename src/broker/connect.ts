@@ -59,8 +59,16 @@ function authenticate(broker: Broker, client: Client, p: ConnectPacket): number 
   );
 }
 
-/** Handles the CONNECT packet. */
-export async function handleConnect(broker: Broker, client: Client, p: ConnectPacket): Promise<void> {
+/** Success CONNACKs of MQTT 3.1 / 3.1.1, without and with Session Present (3.1 has no such flag). */
+const CONNACK_OK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);
+const CONNACK_OK_SESSION_PRESENT = new Uint8Array([0x20, 0x02, 0x01, 0x00]);
+
+/**
+ * Handles the CONNECT packet. Returns a promise only when the CONNECT has to wait (a password to check, a
+ * refusal's delay, a store commit before CONNACK); the rest of the packets in the chunk wait for it. The
+ * common CONNECT completes synchronously: no async frame, promise or continuation per connection.
+ */
+export function handleConnect(broker: Broker, client: Client, p: ConnectPacket): Promise<void> | undefined {
   const config = broker.config;
   const version = p.protocolVersion;
   client.version = version;
@@ -92,24 +100,25 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
     return;
   }
 
-  let authResult = authenticate(broker, client, p);
-  if (typeof authResult !== "number") {
-    authResult = await authResult;
-    if (client.isClosed) return;
-  }
-  if (authResult !== ReasonCode.Success) {
-    broker.metrics.authFailures++;
-    await new Promise((resolve) => setTimeout(resolve, AUTH_FAILURE_DELAY_MS));
-    if (client.isClosed) return;
-    refuse(
-      client,
-      authResult,
-      authResult === ReasonCode.NotAuthorized
-        ? "anonymous clients are not allowed"
-        : "bad user name or password",
-    );
-    return;
-  }
+  const authResult = authenticate(broker, client, p);
+  if (typeof authResult === "number") return afterAuthentication(broker, client, p, assignedId, authResult);
+  return authResult.then((code) =>
+    client.isClosed ? undefined : afterAuthentication(broker, client, p, assignedId, code)
+  );
+}
+
+/** CONNECT once the credentials are decided: a refusal, or the session set up and the CONNACK sent. */
+function afterAuthentication(
+  broker: Broker,
+  client: Client,
+  p: ConnectPacket,
+  assignedId: string | undefined,
+  authResult: number,
+): Promise<void> | undefined {
+  if (authResult !== ReasonCode.Success) return refuseAfterDelay(broker, client, authResult);
+  const config = broker.config;
+  const version = p.protocolVersion;
+  const props = p.properties;
   if (client.username === undefined) client.username = p.username;
 
   // Keep-alive: enforce our maximum; MQTT 5 clients are told (Server Keep Alive, §3.2.2.3.14).
@@ -170,21 +179,57 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
 
   if (broker.store.durable && broker.pendingWrites) {
     // CONNACK promises the session exists: commit first.
-    try {
-      await broker.store.flush();
-    } catch (err) {
-      broker.logger.error("store commit failed during CONNECT", {
-        client_id: client.clientId,
-        error: String(err),
-      });
-      client.disconnect(ReasonCode.UnspecifiedError, "store failure");
-      return;
-    }
+    return broker.store.flush().then(
+      () => {
+        if (!client.isClosed) {
+          accept(broker, client, p, session, sessionPresent, assignedId, serverKeepAlive, expiry);
+        }
+      },
+      (err) => {
+        broker.logger.error("store commit failed during CONNECT", {
+          client_id: client.clientId,
+          error: String(err),
+        });
+        client.disconnect(ReasonCode.UnspecifiedError, "store failure");
+      },
+    );
   }
   if (client.isClosed) return;
+  accept(broker, client, p, session, sessionPresent, assignedId, serverKeepAlive, expiry);
+}
 
-  const connackProps: Properties | undefined = version === 5
-    ? {
+/** Bad credentials: answered after a delay, so guessing is slow and timing says nothing. */
+async function refuseAfterDelay(broker: Broker, client: Client, authResult: number): Promise<void> {
+  broker.metrics.authFailures++;
+  await new Promise((resolve) => setTimeout(resolve, AUTH_FAILURE_DELAY_MS));
+  if (client.isClosed) return;
+  refuse(
+    client,
+    authResult,
+    authResult === ReasonCode.NotAuthorized
+      ? "anonymous clients are not allowed"
+      : "bad user name or password",
+  );
+}
+
+/** The connection is accepted: CONNACK, the log line, and what a present session still owes the client. */
+function accept(
+  broker: Broker,
+  client: Client,
+  p: ConnectPacket,
+  session: Session,
+  sessionPresent: boolean,
+  assignedId: string | undefined,
+  serverKeepAlive: number | undefined,
+  expiry: number,
+): void {
+  const config = broker.config;
+  const version = p.protocolVersion;
+  client.state = "connected";
+  session.client = client;
+  if (version === 5) {
+    const sessionExpiry = p.properties?.sessionExpiryInterval;
+    const connackProps: Properties = {
       receiveMaximum: broker.receiveMaximum,
       maximumQoS: config.qos.max_qos < 2 ? config.qos.max_qos : undefined,
       retainAvailable: config.retained.enabled ? undefined : 0,
@@ -192,20 +237,19 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
       topicAliasMaximum: config.server.topic_alias_maximum,
       assignedClientIdentifier: assignedId,
       serverKeepAlive,
-      sessionExpiryInterval: props?.sessionExpiryInterval !== expiry ? expiry : undefined,
+      sessionExpiryInterval: sessionExpiry !== expiry ? expiry : undefined,
       wildcardSubscriptionAvailable: 1,
       subscriptionIdentifierAvailable: 1,
       sharedSubscriptionAvailable: 1,
-    }
-    : undefined;
-  if (connackProps) {
+    };
     for (const key of Object.keys(connackProps) as (keyof Properties)[]) {
       if (connackProps[key] === undefined) delete connackProps[key];
     }
+    client.send({ type: 2, sessionPresent, reasonCode: 0, properties: connackProps });
+  } else {
+    // The 4 bytes the encoder would write (no properties before MQTT 5): no packet object, no encoding.
+    client.sendBytes(sessionPresent && version === 4 ? CONNACK_OK_SESSION_PRESENT : CONNACK_OK, 2);
   }
-  client.state = "connected";
-  session.client = client;
-  client.send({ type: 2, sessionPresent, reasonCode: 0, properties: connackProps });
   broker.metrics.connectionsTotal++;
   // Guarded: formatting the peer address costs more than the rest of a CONNECT at 1,000 connections/s.
   if (broker.logger.isEnabled("info")) {
@@ -214,7 +258,7 @@ export async function handleConnect(broker: Broker, client: Client, p: ConnectPa
       addr: client.transport.remoteAddr,
       proto: version,
       clean: p.clean,
-      keepalive: keepAlive,
+      keepalive: client.keepAlive,
       session_present: sessionPresent,
       username: client.username,
     });

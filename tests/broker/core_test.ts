@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import mqtt from "mqtt";
 import type { AckPacket, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
+import { encode } from "../../src/mqtt/encode.ts";
 import {
   collect,
   delay,
@@ -519,6 +520,47 @@ Deno.test("MQTT 3.1 (MQIsdp, level 3) clients connect and exchange messages", as
     assert.equal(td(p.payload), "old");
     await mqttEnd(pub);
     await sub.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("CONNACK bytes: Session Present is set for a resumed 3.1.1 session, never at MQTT 3.1", async () => {
+  const b = await startBroker();
+  /** Connects with Clean Session 0, returns the 4 bytes of the CONNACK exactly as sent, then disconnects. */
+  async function connack(version: 3 | 4, clientId: string): Promise<number[]> {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: b.port });
+    try {
+      const connect = encode({
+        type: 1,
+        protocolName: version === 3 ? "MQIsdp" : "MQTT",
+        protocolVersion: version,
+        clean: false,
+        keepAlive: 30,
+        clientId,
+      }, version);
+      await conn.write(connect);
+      const got: number[] = [];
+      const buf = new Uint8Array(16);
+      while (got.length < 4) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        got.push(...buf.subarray(0, n));
+      }
+      await conn.write(new Uint8Array([0xe0, 0x00])); // DISCONNECT
+      await waitFor(() => b.broker.clients.get(clientId) === undefined, "disconnect processed");
+      return got;
+    } finally {
+      conn.close();
+    }
+  }
+  try {
+    assert.deepEqual(await connack(4, "sp-311"), [0x20, 0x02, 0x00, 0x00]);
+    assert.deepEqual(await connack(4, "sp-311"), [0x20, 0x02, 0x01, 0x00]);
+    assert.deepEqual(await connack(3, "sp-31"), [0x20, 0x02, 0x00, 0x00]);
+    // 3.1 has no Session Present flag (its first CONNACK byte is reserved), though the session is resumed.
+    assert.deepEqual(await connack(3, "sp-31"), [0x20, 0x02, 0x00, 0x00]);
+    assert.ok(b.broker.sessions.get("sp-31")?.persistent);
   } finally {
     await b.stop();
   }
