@@ -15,7 +15,7 @@
  * @module
  */
 
-import { directReadRid, readDirect } from "./deno_read.ts";
+import { directReadRid, readDirect, writeDirect } from "./deno_io.ts";
 import { OutputBuffer, worthKeeping } from "./output_buffer.ts";
 
 /** What the broker needs from any transport (TCP, TLS, WebSocket). */
@@ -97,7 +97,7 @@ export interface ByteConn {
 export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Array> {
   peerCommonName?: string;
   #conn: ByteConn;
-  /** The socket's resource id when its read op is called directly (deno_read.ts), else -1. */
+  /** The socket's resource id when its read and write ops are called directly (deno_io.ts), else -1. */
   #rid: number;
   // Both output buffers start empty and are allocated on first use: an idle connection holds none.
   #out = new OutputBuffer();
@@ -241,7 +241,8 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
     const end = this.#writeEnd;
     let written: Promise<number>;
     try {
-      written = this.#conn.write(off === 0 && end === data.length ? data : data.subarray(off, end));
+      const bytes = off === 0 && end === data.length ? data : data.subarray(off, end);
+      written = this.#rid >= 0 ? writeDirect(this.#rid, bytes) : this.#conn.write(bytes);
     } catch {
       this.#writeFailed();
       return;

@@ -1,11 +1,11 @@
-// StreamTransport over real loopback sockets, on both read paths: Deno's read op called directly (a
-// Deno.Conn, src/transport/deno_read.ts) and conn.read() (any other ByteConn, here a plain wrapper). Either
-// way the bytes arrive whole and in order across the growing read buffer, the peer's close ends the
-// iteration, and a local close ends a pending read.
+// StreamTransport over real loopback sockets, on both I/O paths: Deno's read and write ops called directly
+// (a Deno.Conn, src/transport/deno_io.ts) and conn.read() / conn.write() (any other ByteConn, here a plain
+// wrapper). Either way the bytes arrive whole and in order across the growing read buffer and through
+// partial writes, the peer's close ends the iteration, and a local close ends a pending read.
 
 import assert from "node:assert/strict";
 import { type ByteConn, StreamTransport } from "../../src/transport/connection.ts";
-import { directReadRid } from "../../src/transport/deno_read.ts";
+import { directReadRid } from "../../src/transport/deno_io.ts";
 import { delay } from "../helpers.ts";
 
 /** A connected pair over 127.0.0.1: `server` as accepted by the listener, `client` as dialled. */
@@ -21,15 +21,19 @@ async function socketPair(): Promise<{ server: Deno.Conn; client: Deno.Conn }> {
 }
 
 /** A ByteConn that is not a Deno.Conn: the transport has to go through its read(). */
-function wrapped(conn: Deno.Conn): ByteConn & { reads: number } {
+function wrapped(conn: Deno.Conn): ByteConn & { reads: number; writes: number } {
   const w = {
     reads: 0,
+    writes: 0,
     remoteAddr: conn.remoteAddr,
     read(p: Uint8Array) {
       w.reads++;
       return conn.read(p);
     },
-    write: (p: Uint8Array) => conn.write(p),
+    write(p: Uint8Array) {
+      w.writes++;
+      return conn.write(p);
+    },
     close: () => conn.close(),
   };
   return w;
@@ -82,10 +86,10 @@ Deno.test("transport: a Deno socket is read through its op directly, anything el
   }
 });
 
-for (const path of ["read op", "conn.read()"] as const) {
+for (const path of ["direct ops", "conn methods"] as const) {
   Deno.test(`transport (${path}): 300 KiB arrive whole and in order, and the peer's close ends the stream`, async () => {
     const { server, client } = await socketPair();
-    const conn = path === "read op" ? server : wrapped(server);
+    const conn = path === "direct ops" ? server : wrapped(server);
     const transport = new StreamTransport(conn);
     const sent = pattern(300 * 1024);
     try {
@@ -98,15 +102,43 @@ for (const path of ["read op", "conn.read()"] as const) {
       const got = await received;
       assert.equal(got.length, sent.length);
       assert.deepEqual(got, sent);
-      if (path === "conn.read()") assert.ok((conn as { reads: number }).reads > 1);
+      if (path === "conn methods") assert.ok((conn as { reads: number }).reads > 1);
     } finally {
       transport.close(0);
     }
   });
 
+  Deno.test(`transport (${path}): 4 MiB written to a slow reader arrive whole and in order`, async () => {
+    const { server, client } = await socketPair();
+    const conn = path === "direct ops" ? server : wrapped(server);
+    const transport = new StreamTransport(conn);
+    // More than the socket buffers hold: writes complete in part and wait for the peer to read.
+    const sent = pattern(4 * 1024 * 1024);
+    try {
+      for (let at = 0; at < sent.length; at += 1000) transport.write(sent.subarray(at, at + 1000));
+      const got = new Uint8Array(sent.length);
+      let have = 0;
+      const buf = new Uint8Array(16 * 1024);
+      while (have < sent.length) {
+        const n = await client.read(buf);
+        if (n === null) break;
+        got.set(buf.subarray(0, n), have);
+        have += n;
+        if (have < 256 * 1024) await delay(1); // slow at first, so the transport's writes back up
+      }
+      assert.equal(have, sent.length);
+      assert.deepEqual(got, sent);
+      assert.equal(transport.pendingBytes, 0);
+      if (path === "conn methods") assert.ok((conn as { writes: number }).writes > 0);
+    } finally {
+      transport.close(0);
+      client.close();
+    }
+  });
+
   Deno.test(`transport (${path}): closing it locally ends a pending read`, async () => {
     const { server, client } = await socketPair();
-    const transport = new StreamTransport(path === "read op" ? server : wrapped(server));
+    const transport = new StreamTransport(path === "direct ops" ? server : wrapped(server));
     try {
       const received = readAll(transport);
       await writeAll(client, new Uint8Array([1, 2, 3]));
