@@ -119,6 +119,8 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   // The promise callbacks are made once per connection, not once per read or write: at one message per
   // second per connection, each read's and write's garbage survives young-generation collections.
   #onRead = (n: number | null): IteratorResult<Uint8Array> => this.#afterRead(n);
+  /** The one result object every read resolves to (`for await` reads it before asking for the next). */
+  #result: IteratorYieldResult<Uint8Array> = { done: false, value: EMPTY };
   #onWrote?: (n: number) => void;
   #onWriteFailed?: () => void;
 
@@ -149,7 +151,10 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
     return this;
   }
 
-  /** Reads the next chunk; it stays valid until the following call. The end of the stream ends iteration. */
+  /**
+   * Reads the next chunk; it stays valid until the following call, and so does the result object, which
+   * every read reuses. The end of the stream ends iteration.
+   */
   next(): Promise<IteratorResult<Uint8Array>> {
     if (this.#closed) return END_PROMISE;
     if (this.#readBuf === EMPTY) this.#readBuf = this.#smallBuf = smallReadBuffer();
@@ -175,7 +180,9 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
     } else if (buf.length > INITIAL_READ && n * 16 <= buf.length) {
       this.#readBuf = this.#smallBuf;
     }
-    return { done: false, value: chunk };
+    const result = this.#result;
+    result.value = chunk;
+    return result;
   }
 
   /** The consumer stopped iterating: it closes the transport itself (gracefully, so a CONNACK or DISCONNECT
