@@ -14,7 +14,7 @@ const SLAB_SIZE = 16 * 1024;
 /** Up to this many bytes a loop copies faster than making a source view for `set` (~60 ns per view). */
 const SHORT_COPY = 64;
 /** Larger requests get their own buffer. */
-const MAX_SLAB_ALLOCATION = 2048;
+export const MAX_SLAB_ALLOCATION = 2048;
 
 let slab = new Uint8Array(SLAB_SIZE);
 let used = 0;
@@ -29,6 +29,26 @@ export function slabAlloc(n: number): Uint8Array {
   const out = slab.subarray(used, used + n);
   used += n;
   return out;
+}
+
+/**
+ * Claims `n` bytes (at most {@link MAX_SLAB_ALLOCATION}) of the current slab without making a view of them:
+ * they are `currentSlab()[at, at + n)`, `at` being the return value. Ask for `currentSlab()` after the claim,
+ * which may have started a new slab. For a buffer that is written and then viewed once (an output buffer).
+ */
+export function slabClaim(n: number): number {
+  if (used + n > SLAB_SIZE) {
+    slab = new Uint8Array(SLAB_SIZE);
+    used = 0;
+  }
+  const at = used;
+  used += n;
+  return at;
+}
+
+/** The slab that {@link slabClaim} claims from. */
+export function currentSlab(): Uint8Array {
+  return slab;
 }
 
 /** A copy of `src[start, end)` that does not alias `src`. */

@@ -2,7 +2,7 @@
  * Bytes in and out of one stream connection (TCP or TLS): nothing about MQTT here.
  *
  * Reads: the transport is itself the async iterator the connection handler loops over, each `next()` one
- * read (Deno's read op called directly for a Deno socket, see deno_read.ts; `conn.read()` otherwise) into a
+ * read (Deno's read op called directly for a Deno socket, see deno_io.ts; `conn.read()` otherwise) into a
  * small buffer of ours that grows for busy connections and shrinks back when they calm down (iterating
  * `conn.readable` holds ~78 KB per idle connection). It is written by hand rather than as an
  * async generator: a suspended generator per connection costs ~0.4 KiB more.
@@ -111,9 +111,13 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   #readBuf: Uint8Array = EMPTY;
   /** This connection's slot of a shared slab (smallReadBuffer), read into whenever the connection is calm. */
   #smallBuf: Uint8Array = EMPTY;
+  /** The last chunk read into `#smallBuf`, a view reused while reads keep its size. */
+  #smallChunk: Uint8Array = EMPTY;
   /** The array being written and the end of its output (while `#writing`). */
   #writeData: Uint8Array = EMPTY;
   #writeEnd = 0;
+  /** True when `#writeData` is a shared slab (output_buffer.ts), which is never kept as the spare. */
+  #writeShared = false;
   /** Where the write in progress started in `#writeData`. */
   #writeOff = 0;
   // The promise callbacks are made once per connection, not once per read or write: at one message per
@@ -157,6 +161,8 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
    */
   next(): Promise<IteratorResult<Uint8Array>> {
     if (this.#closed) return END_PROMISE;
+    // The consumer is done with the last chunk: an idle connection must not pin a big read buffer by it.
+    this.#result.value = EMPTY;
     if (this.#readBuf === EMPTY) this.#readBuf = this.#smallBuf = smallReadBuffer();
     let read: Promise<number | null>;
     try {
@@ -172,7 +178,14 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
     // null from conn.read(), 0 from the read op: the end of the stream (the buffer is never empty).
     if (n === null || n === 0) return END;
     const buf = this.#readBuf;
-    const chunk = buf.subarray(0, n);
+    let chunk: Uint8Array;
+    if (buf === this.#smallBuf) {
+      // A calm connection's reads are mostly of one size (the same PUBLISH, a PUBACK): one view serves them.
+      chunk = this.#smallChunk;
+      if (chunk.length !== n) chunk = this.#smallChunk = buf.subarray(0, n);
+    } else {
+      chunk = buf.subarray(0, n);
+    }
     // A full read means a busy connection: read bigger next time. A mostly empty one after that means it
     // calmed down: give the big buffer back (the chunk keeps the old one alive until it is consumed).
     if (n === buf.length) {
@@ -236,11 +249,14 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
       return;
     }
     // Swap buffers: the socket writes from one while new packets fill the other.
+    const out = this.#out;
+    const start = out.start;
     this.#writing = true;
-    this.#writeData = this.#out.swap(this.#spare);
-    this.#writeEnd = len;
+    this.#writeShared = out.shared;
+    this.#writeData = out.swap(this.#spare);
+    this.#writeEnd = start + len;
     this.#inFlightBytes = len;
-    this.#writeSome(0);
+    this.#writeSome(start);
   }
 
   #writeSome(off: number): void {
@@ -263,18 +279,18 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
 
   #wrote(off: number): void {
     const data = this.#writeData;
-    const len = this.#writeEnd;
-    this.#inFlightBytes = len - off;
+    const end = this.#writeEnd;
+    this.#inFlightBytes = end - off;
     if (this.#closed) {
       this.#writing = false;
       return;
     }
-    if (off < len) {
+    if (off < end) {
       this.#writeSome(off); // partial write: continue with the rest
       return;
     }
     this.#writeData = EMPTY;
-    this.#spare = worthKeeping(data, len) ? data : EMPTY;
+    this.#spare = !this.#writeShared && worthKeeping(data, end) ? data : EMPTY;
     this.#writing = false;
     this.#flush(); // what was queued meanwhile, or the close that waited for it
   }

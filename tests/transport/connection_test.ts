@@ -188,3 +188,53 @@ Deno.test("transport: connections that share a slab of first-read buffers keep t
     for (const t of transports) t.close(0);
   }
 });
+
+Deno.test("transport: output buffers that share a slab keep their bytes apart as they grow", async () => {
+  // 40 connections written to in turn within one tick, in pieces of 1-300 bytes: each output buffer starts
+  // as a claim on the shared slab, grows into bigger claims (copying what it holds) and then into an array of
+  // its own, while the others claim the slab after it. A second burst, after the first was written, starts
+  // from the spare array or a new claim. Every peer must get exactly its own bytes, in order.
+  const count = 40;
+  const pairs = await Promise.all(Array.from({ length: count }, () => socketPair()));
+  const transports = pairs.map((p) => new StreamTransport(p.server));
+  const perBurst = 6000;
+  const expected = pairs.map((_, i) => {
+    const bytes = new Uint8Array(2 * perBurst);
+    for (let j = 0; j < bytes.length; j++) bytes[j] = (i * 13 + j * 7 + (j >> 9)) & 0xff;
+    return bytes;
+  });
+  const burst = (from: number) => {
+    const at = new Array(count).fill(from);
+    for (let step = 0; at.some((a) => a < from + perBurst); step++) {
+      for (let i = 0; i < count; i++) {
+        const n = Math.min(1 + ((step * 37 + i * 11) % 300), from + perBurst - at[i]);
+        if (n <= 0) continue;
+        transports[i].write(expected[i].subarray(at[i], at[i] + n));
+        at[i] += n;
+      }
+    }
+  };
+  const readExactly = async (conn: Deno.Conn, n: number) => {
+    const got = new Uint8Array(n);
+    let have = 0;
+    while (have < n) {
+      const read = await conn.read(got.subarray(have));
+      if (read === null) break;
+      have += read;
+    }
+    return got.subarray(0, have);
+  };
+  try {
+    burst(0);
+    const first = await Promise.all(pairs.map((p) => readExactly(p.client, perBurst)));
+    burst(perBurst);
+    const second = await Promise.all(pairs.map((p) => readExactly(p.client, perBurst)));
+    for (let i = 0; i < count; i++) {
+      assert.deepEqual(first[i], expected[i].subarray(0, perBurst), `connection ${i}, first burst`);
+      assert.deepEqual(second[i], expected[i].subarray(perBurst), `connection ${i}, second burst`);
+    }
+  } finally {
+    for (const t of transports) t.close(0);
+    for (const p of pairs) p.client.close();
+  }
+});
