@@ -8,7 +8,8 @@
 
 import { ownCopy } from "../mqtt/slab.ts";
 import { connackCodeForVersion, ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
-import type { ConnectPacket, DisconnectPacket, Properties } from "../mqtt/types.ts";
+import { isValidDecodedTopicName } from "../mqtt/topic.ts";
+import type { ConnectPacket, DisconnectPacket, Properties, QoS, Will } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
 import { pump, resendInflight } from "./routing.ts";
@@ -59,6 +60,49 @@ function authenticate(broker: Broker, client: Client, p: ConnectPacket): number 
   );
 }
 
+/**
+ * Checks a Will against the rules for a PUBLISH (§3.1.3.3, MQTT-3.3.2-14) and what this server supports
+ * (MQTT-3.2.2-12, MQTT-3.2.2-13); false once the connection is refused or closed. A malformed Will Topic
+ * closes a 3.1 / 3.1.1 connection without a CONNACK (MQTT-3.1.4-1).
+ */
+function willAcceptable(broker: Broker, client: Client, will: Will): boolean {
+  const config = broker.config;
+  const topic = will.topic;
+  if (!isValidDecodedTopicName(topic)) {
+    const why = `Will Topic "${topic}" is not a valid topic name`;
+    if (client.version === 5) refuse(client, ReasonCode.TopicNameInvalid, why);
+    else client.disconnect(ReasonCode.TopicNameInvalid, why);
+    return false;
+  }
+  if (topic.charCodeAt(0) === 36 && topic.startsWith("$SYS")) {
+    refuse(client, ReasonCode.NotAuthorized, `Will Topic "${topic}": $SYS is written by the broker only`);
+    return false;
+  }
+  if (client.version !== 5) return true; // 3.1 / 3.1.1 cannot be told; the will's QoS is capped instead
+  const responseTopic = will.properties?.responseTopic;
+  if (responseTopic !== undefined && !isValidDecodedTopicName(responseTopic)) {
+    refuse(
+      client,
+      ReasonCode.ProtocolError,
+      `Will Response Topic "${responseTopic}" is not a valid topic name`,
+    );
+    return false;
+  }
+  if (will.qos > config.qos.max_qos) {
+    refuse(
+      client,
+      ReasonCode.QoSNotSupported,
+      `Will QoS ${will.qos} exceeds the maximum QoS ${config.qos.max_qos}`,
+    );
+    return false;
+  }
+  if (will.retain && !config.retained.enabled) {
+    refuse(client, ReasonCode.RetainNotSupported, "Will Retain is set but retained messages are disabled");
+    return false;
+  }
+  return true;
+}
+
 /** Success CONNACKs of MQTT 3.1 / 3.1.1, without and with Session Present (3.1 has no such flag). */
 const CONNACK_OK = new Uint8Array([0x20, 0x02, 0x00, 0x00]);
 const CONNACK_OK_SESSION_PRESENT = new Uint8Array([0x20, 0x02, 0x01, 0x00]);
@@ -100,6 +144,30 @@ export function handleConnect(broker: Broker, client: Client, p: ConnectPacket):
     return;
   }
 
+  if (version === 3 && p.clientId.length > 23) {
+    // MQTT 3.1 §3.1: a client id is 1 to 23 characters, longer ones get return code 2.
+    refuse(
+      client,
+      ReasonCode.ClientIdentifierNotValid,
+      `MQTT 3.1 client id of ${p.clientId.length} characters (1..23)`,
+    );
+    return;
+  }
+  const maxKeepAlive = config.server.max_keepalive;
+  if (version !== 5 && (p.keepAlive > maxKeepAlive || (p.keepAlive === 0 && maxKeepAlive < 65535))) {
+    // MQTT 3.x cannot tell a client to use a shorter keep-alive; shortening it in silence would time the
+    // client out and publish its will. Refused with return code 2 instead, as Mosquitto does.
+    refuse(
+      client,
+      ReasonCode.ClientIdentifierNotValid,
+      `keep-alive ${
+        p.keepAlive === 0 ? "0 (none)" : `${p.keepAlive} s`
+      } exceeds server.max_keepalive ${maxKeepAlive} s`,
+    );
+    return;
+  }
+  if (p.will !== undefined && !willAcceptable(broker, client, p.will)) return;
+
   const authResult = authenticate(broker, client, p);
   if (typeof authResult === "number") return afterAuthentication(broker, client, p, assignedId, authResult);
   return authResult.then((code) =>
@@ -120,14 +188,21 @@ function afterAuthentication(
   const version = p.protocolVersion;
   const props = p.properties;
   if (client.username === undefined) client.username = p.username;
+  const will = p.will;
+  if (
+    will !== undefined && broker.acl !== undefined &&
+    !broker.acl.canPublish(client.username, client.clientId, will.topic)
+  ) {
+    refuse(client, ReasonCode.NotAuthorized, `not authorized to publish the will to "${will.topic}"`);
+    return;
+  }
 
   // Keep-alive: enforce our maximum; MQTT 5 clients are told (Server Keep Alive, §3.2.2.3.14).
   let keepAlive = p.keepAlive;
   let serverKeepAlive: number | undefined;
   const maxKeepAlive = config.server.max_keepalive;
   if (keepAlive > maxKeepAlive || (keepAlive === 0 && maxKeepAlive < 65535)) {
-    keepAlive = maxKeepAlive;
-    if (version === 5) serverKeepAlive = keepAlive;
+    keepAlive = serverKeepAlive = maxKeepAlive; // MQTT 5 only: 3.x clients asking more were refused
   }
   client.keepAlive = keepAlive;
 
@@ -169,7 +244,9 @@ function afterAuthentication(
   session.protocolVersion = version;
   session.username = client.username;
   // The will lives as long as the connection: its payload must not pin a 16 KiB slab of the codec.
-  session.will = p.will && { ...p.will, payload: ownCopy(p.will.payload) };
+  // A 3.1 / 3.1.1 will above the maximum QoS is published at the maximum (MQTT 5 ones were refused).
+  session.will = will &&
+    { ...will, qos: Math.min(will.qos, config.qos.max_qos) as QoS, payload: ownCopy(will.payload) };
   session.disconnectedAt = undefined;
   session.dropLogged = false;
   if (session.persistent) broker.persist({ op: "session.put", session: broker.sessionRecord(session) });

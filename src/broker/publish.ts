@@ -63,6 +63,14 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
   broker.metrics.publishReceived++;
   let topic = p.topic;
   const props = p.properties;
+  if (props?.responseTopic !== undefined && !isValidDecodedTopicName(props.responseTopic)) {
+    // MQTT-3.3.2-14: a Response Topic is a Topic Name, without wildcards.
+    client.disconnect(
+      ReasonCode.ProtocolError,
+      `Response Topic "${props.responseTopic}" is not a valid topic name`,
+    );
+    return;
+  }
   if (props?.subscriptionIdentifiers !== undefined) {
     // MQTT-3.3.4-6: Subscription Identifiers are put on a PUBLISH by the server only.
     client.disconnect(ReasonCode.ProtocolError, "PUBLISH from a client carries a Subscription Identifier");
@@ -87,6 +95,13 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
     } else {
       (client.aliasesIn ??= new Map()).set(alias, topic);
     }
+  }
+  if (topic.length === 0) {
+    client.disconnect(
+      ReasonCode.ProtocolError,
+      "PUBLISH has an empty topic name and no topic alias (§3.3.4)",
+    );
+    return;
   }
   if (!isValidDecodedTopicName(topic)) {
     client.disconnect(ReasonCode.TopicNameInvalid, `invalid topic name "${topic}"`);

@@ -17,6 +17,8 @@ export function publishWill(broker: Broker, session: Session): void {
   session.will = undefined;
   session.willDueAt = undefined;
   if (will === undefined) return;
+  // CONNECT refused these; a will restored from an older store is held to the same rule.
+  if (will.topic.startsWith("$SYS")) return;
   if (broker.acl !== undefined && !broker.acl.canPublish(session.username, session.clientId, will.topic)) {
     broker.metrics.dropped.not_authorized++;
     return;

@@ -155,7 +155,7 @@ export const SCHEMA: ConfigSchema = {
       // Keep Alive is a two-byte integer (§3.1.2.10).
       min: 1,
       max: 65535,
-      doc: "largest keep-alive accepted, seconds (MQTT 5 clients asking more get Server Keep Alive)",
+      doc: "largest keep-alive accepted, seconds (MQTT 5 clients asking more are told it, 3.x ones refused)",
     },
     topic_alias_maximum: {
       kind: "integer",

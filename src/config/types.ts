@@ -49,7 +49,7 @@ export interface Config {
     max_queued_bytes: number;
     /** Bytes of unsent output a connection may hold before QoS 0 is dropped and then it is closed. */
     max_output_buffer: number;
-    /** Largest keep-alive accepted, seconds; a client asking more gets Server Keep Alive (MQTT 5). */
+    /** Largest keep-alive accepted, seconds: MQTT 5 clients asking more get Server Keep Alive, 3.x ones are refused. */
     max_keepalive: number;
     /** Topic Alias Maximum we accept from clients (MQTT 5). 0 disables. */
     topic_alias_maximum: number;

@@ -215,6 +215,9 @@ function decodeConnack(r: Reader, version: ProtocolVersion): ConnackPacket {
 function decodePublish(r: Reader, flags: number, version: ProtocolVersion): PublishPacket {
   const qos = (flags >>> 1) & 0x03;
   if (qos === 3) throw malformed("PUBLISH QoS is 3 (MQTT-3.3.1-4)");
+  if (qos === 0 && (flags & 0x08) !== 0) {
+    throw malformed("PUBLISH of QoS 0 has the DUP flag set (MQTT-3.3.1-2)");
+  }
   const topic = r.topic();
   let id: number | undefined;
   if (qos > 0) id = packetId(r, "PUBLISH");

@@ -257,7 +257,7 @@ export class PacketGen {
           payload: r.bytes(this.maxPayload),
           qos,
           retain: r.bool(),
-          dup: r.bool(),
+          dup: r.bool() && qos > 0, // MQTT-3.3.1-2: never on QoS 0
         };
         if (qos > 0) p.packetId = this.packetId();
         return withProps(p, 3);

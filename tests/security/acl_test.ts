@@ -6,7 +6,13 @@
 
 import assert from "node:assert/strict";
 import type { ListenerConfig } from "../../src/config/types.ts";
-import type { AckPacket, ProtocolVersion, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
+import type {
+  AckPacket,
+  ConnackPacket,
+  ProtocolVersion,
+  PublishPacket,
+  SubackPacket,
+} from "../../src/mqtt/types.ts";
 import {
   mqttConnect,
   mqttEnd,
@@ -157,6 +163,42 @@ Deno.test("ACL: a refused PUBLISH is dropped in 3.1.1 and answered 0x87 in MQTT 
     assert.equal(await publish1(reader5, "sensors/kept", "no", true), 0x87);
     assert.equal(b.broker.retained.get("sensors/kept"), undefined);
     await Promise.all([reader.close(), writer.close(), reader4.close(), reader5.close()]);
+  });
+});
+
+Deno.test("ACL: a Will the client may not publish is refused at CONNECT (3.1.1 return code 5, MQTT 5 0x87)", async () => {
+  await withAclBroker(async (b) => {
+    const reader = await connect(b, "will-watch", "reader");
+    assert.deepEqual(await subscribe(reader, ["sensors/#"]), [1]);
+    for (const version of [4, 5] as const) {
+      const c = await RawClient.open(b.port, version);
+      c.send({
+        type: 1,
+        protocolName: "MQTT",
+        protocolVersion: version,
+        clean: true,
+        keepAlive: 60,
+        clientId: `will-reader-${version}`,
+        username: "reader",
+        will: { topic: "sensors/will", payload: te("reader gone"), qos: 0, retain: false },
+      });
+      assert.equal((await c.expect(2) as ConnackPacket).reasonCode, version === 5 ? 0x87 : 5);
+      await c.expectClosed();
+    }
+    assert.ok(
+      b.logs.some((l) =>
+        /connection refused .*not authorized to publish the will to .*sensors\/will/.test(l)
+      ),
+    );
+    // The writer may: its will is accepted and, on an abnormal close, delivered.
+    const writer = await RawClient.connect(b.port, {
+      clientId: "will-writer",
+      username: "writer",
+      will: { topic: "sensors/will", payload: te("writer gone"), qos: 0, retain: false },
+    });
+    await writer.close();
+    assert.deepEqual(await drainPublishes(reader), ["sensors/will=writer gone"]);
+    await reader.close();
   });
 });
 
