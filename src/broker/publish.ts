@@ -241,7 +241,9 @@ export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void
     entry.state = "pubrel";
     if (session.persistent) broker.persistOutbound(session, entry);
   }
-  client.send({ type: 6, packetId: p.packetId });
+  // After the "pubrel" state is committed: PUBREL releases the id at the receiver, so a crash before the
+  // commit must not bring the PUBLISH back (§4.3.3).
+  broker.ackAfterCommit(client, 6, p.packetId);
 }
 
 /** PUBCOMP from the client: the outbound QoS 2 exchange is complete. */

@@ -229,6 +229,10 @@ function startSending(
 ): void {
   entry.packetId = session.allocatePacketId();
   entry.state = "publish";
+  if (entry.qos === 2 && session.persistent && broker.store.durable) {
+    sendQoS2AfterCommit(broker, session, client, entry);
+    return;
+  }
   if (
     !sendPublish(
       broker,
@@ -249,11 +253,45 @@ function startSending(
   }
   session.setInflight(entry);
   // A QoS 1 message moving from the queue into flight keeps its stored "queued" record: after a crash it is
-  // resent with a new packet id, which at-least-once allows, and one write per message is saved. QoS 2
-  // must keep its packet id across a restart (exactly once, §4.3.3), so its state change is stored.
+  // resent with a new packet id, which at-least-once allows, and one write per message is saved. (QoS 2 to a
+  // persistent session on a durable store took sendQoS2AfterCommit above.)
   if (session.persistent && (!fromQueue || entry.qos === 2)) {
     broker.persistOutbound(session, entry);
   }
+}
+
+/**
+ * Exactly once across a crash (§4.3.3): a QoS 2 PUBLISH to a persistent session goes out only once its
+ * in-flight record, packet id included, is committed. Sent before, a crash could bring the message back as
+ * queued (or, for a publisher's resend, as new) under another packet id, which the receiver would take for a
+ * second message. Kept in order with the client's other deferred packets (acks, PUBRELs).
+ */
+function sendQoS2AfterCommit(broker: Broker, session: Session, client: Client, entry: OutEntry): void {
+  session.setInflight(entry);
+  broker.persistOutbound(session, entry);
+  const packetId = entry.packetId;
+  broker.runAfterCommit(client, () => {
+    // Gone meanwhile (the client left; a reconnect resends it from the in-flight table with DUP).
+    if (session.client !== client || session.inflight.get(packetId) !== entry || entry.state !== "publish") {
+      return;
+    }
+    const sent = sendPublish(
+      broker,
+      client,
+      entry.msg,
+      entry.qos,
+      entry.retain,
+      entry.subscriptionIds,
+      packetId,
+      false,
+    );
+    if (!sent) {
+      // Too large for this client: treated as delivered (§3.1.2.11.4).
+      session.deleteInflight(packetId);
+      broker.persistOutboundDelete(session, entry.seq);
+      if (session.queuedCount > 0) pump(broker, session);
+    }
+  });
 }
 
 /** Sends queued messages while the client's window has room (after an ack or a reconnect). */

@@ -186,3 +186,99 @@ Deno.test("a database locked by another running broker is a clear start-up error
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SIGKILL with QoS 2 in flight to an online subscriber: nothing it completed comes back, no new ids", async () => {
+  // Exactly once to the subscriber (§4.3.3): the broker sends a QoS 2 PUBLISH only once its packet id is
+  // committed, and PUBREL only once the "released" state is. Otherwise a crash between the two brings back
+  // a message the subscriber already completed (or under a new packet id), which it takes for a new one.
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-crash-q2-" });
+  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`, "--qos.max_qos", "2"];
+  let broker = await spawnBroker(store);
+  const completed = new Set<number>(); // messages whose PUBCOMP the subscriber sent
+  const firstId = new Map<number, number>(); // message -> packet id it first arrived with
+  const idToMessage = new Map<number, number>();
+  const problems: string[] = [];
+  let phase = 0;
+  let responding = true;
+  /** The subscriber answers at once: PUBREC for each PUBLISH, PUBCOMP for each PUBREL. */
+  const respond = async (c: RawClient) => {
+    while (responding && !c.closed) {
+      for (const p of c.received.splice(0)) {
+        if (p.type === 3) {
+          const publish = p as PublishPacket;
+          const n = Number(td(publish.payload).slice(1));
+          const id = publish.packetId!;
+          if (phase === 1 && completed.has(n)) problems.push(`m${n} again after its PUBCOMP (id ${id})`);
+          const known = firstId.get(n);
+          if (known !== undefined && known !== id) problems.push(`m${n} came back as id ${id}, was ${known}`);
+          if (known === undefined) firstId.set(n, id);
+          idToMessage.set(id, n);
+          c.send({ type: 5, packetId: id });
+        } else if (p.type === 6) {
+          const id = (p as { packetId: number }).packetId;
+          const n = idToMessage.get(id);
+          if (n !== undefined && phase === 0) completed.add(n);
+          c.send({ type: 7, packetId: id });
+        }
+      }
+      await delay(1);
+    }
+  };
+  try {
+    const sub = await RawClient.connect(broker.port, { clientId: "q2-sub", clean: false });
+    await sub.subscribe("q2/#", 2);
+    const responder = respond(sub);
+    // Four publishers with unique packet ids, each releasing what the broker PUBRECs.
+    const pubs = await Promise.all(
+      [0, 1, 2, 3].map((i) => RawClient.connect(broker.port, { clientId: `q2-pub${i}`, clean: false })),
+    );
+    let next = 0;
+    const releasing = pubs.map(async (pub) => {
+      while (!pub.closed) {
+        for (const p of pub.received.splice(0)) {
+          if (p.type === 5) pub.send({ type: 6, packetId: (p as { packetId: number }).packetId });
+        }
+        await delay(1);
+      }
+    });
+    for (let round = 0; round < 40 && completed.size < 3000; round++) {
+      for (const pub of pubs) {
+        for (let k = 0; k < 100; k++) {
+          const n = next++;
+          pub.send({
+            type: 3,
+            topic: "q2/data",
+            payload: te(`m${n}`),
+            qos: 2,
+            retain: false,
+            dup: false,
+            packetId: 1 + (n % 60000),
+          });
+        }
+      }
+      await delay(20);
+    }
+    await broker.kill();
+    assert.ok(completed.size > 0, "the subscriber completed messages before the crash");
+    await Promise.all(pubs.map((p) => p.close()));
+    await Promise.all(releasing);
+    responding = false;
+    await responder;
+    await sub.close();
+
+    broker = await spawnBroker(store);
+    phase = 1;
+    responding = true;
+    const again = await RawClient.connect(broker.port, { clientId: "q2-sub", clean: false });
+    const responder2 = respond(again);
+    await delay(1500); // redeliveries come right after CONNACK
+    responding = false;
+    await responder2;
+    await again.close();
+    assert.deepEqual(problems.slice(0, 10), [], `${problems.length} exactly-once violations`);
+  } finally {
+    responding = false;
+    await broker.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
