@@ -233,18 +233,7 @@ function startSending(
     sendQoS2AfterCommit(broker, session, client, entry);
     return;
   }
-  if (
-    !sendPublish(
-      broker,
-      client,
-      entry.msg,
-      entry.qos,
-      entry.retain,
-      entry.subscriptionIds,
-      entry.packetId,
-      false,
-    )
-  ) {
+  if (!sendEntry(broker, client, entry, false)) {
     // Too large for this client: treated as delivered (§3.1.2.11.4).
     if (fromQueue && session.persistent) {
       broker.persistOutboundDelete(session, entry.seq);
@@ -275,23 +264,27 @@ function sendQoS2AfterCommit(broker: Broker, session: Session, client: Client, e
     if (session.client !== client || session.inflight.get(packetId) !== entry || entry.state !== "publish") {
       return;
     }
-    const sent = sendPublish(
-      broker,
-      client,
-      entry.msg,
-      entry.qos,
-      entry.retain,
-      entry.subscriptionIds,
-      packetId,
-      false,
-    );
-    if (!sent) {
+    if (!sendEntry(broker, client, entry, false)) {
       // Too large for this client: treated as delivered (§3.1.2.11.4).
       session.deleteInflight(packetId);
       broker.persistOutboundDelete(session, entry.seq);
       if (session.queuedCount > 0) pump(broker, session);
     }
   });
+}
+
+/** Sends an outbound QoS 1/2 entry under its packet id; false when it is too large for the client. */
+function sendEntry(broker: Broker, client: Client, entry: OutEntry, dup: boolean): boolean {
+  return sendPublish(
+    broker,
+    client,
+    entry.msg,
+    entry.qos,
+    entry.retain,
+    entry.subscriptionIds,
+    entry.packetId,
+    dup,
+  );
 }
 
 /** Sends queued messages while the client's window has room (after an ack or a reconnect). */
@@ -321,16 +314,7 @@ export function resendInflight(broker: Broker, session: Session, client: Client)
     if (entry.state === "pubrel") {
       client.send({ type: 6, packetId: entry.packetId });
     } else {
-      sendPublish(
-        broker,
-        client,
-        entry.msg,
-        entry.qos,
-        entry.retain,
-        entry.subscriptionIds,
-        entry.packetId,
-        true,
-      );
+      sendEntry(broker, client, entry, true);
     }
   }
 }
