@@ -49,6 +49,18 @@ export async function restore(broker: Broker): Promise<void> {
     broker.sessions.set(record.clientId, session);
     sessions++;
   }
+  // A QoS 1 message sent from a session's queue keeps its "queued" record (routing.ts, startSending), and a
+  // message is sent straight into flight only while the queue is empty: so a queued QoS 1 record older than
+  // the session's newest stored in-flight QoS 1 record was sent before the crash. Those go back in flight
+  // (new packet ids, the old ones were never stored), so the reconnect resends everything in its first
+  // order (§4.6) and with DUP.
+  const newestInflightQoS1 = new Map<string, number>();
+  for (const record of state.outbound) {
+    if (record.state !== "publish" || record.packetId === undefined || record.message?.qos !== 1) continue;
+    const newest = newestInflightQoS1.get(record.clientId);
+    if (newest === undefined || record.seq > newest) newestInflightQoS1.set(record.clientId, record.seq);
+  }
+  const sentFromQueue: { session: Session; entry: OutEntry }[] = [];
   let messages = 0;
   for (const record of state.outbound) {
     const session = broker.sessions.get(record.clientId);
@@ -86,11 +98,22 @@ export async function restore(broker: Broker): Promise<void> {
     if (record.seq >= session.seq) session.seq = record.seq + 1;
     if (record.state === "queued" || record.packetId === undefined || session.inflight.has(record.packetId)) {
       entry.state = record.state === "pubrel" ? "pubrel" : "queued";
-      if (entry.state === "queued") session.enqueue(entry);
+      if (entry.state === "queued") {
+        if (entry.qos === 1 && record.seq < (newestInflightQoS1.get(record.clientId) ?? -1)) {
+          sentFromQueue.push({ session, entry });
+        } else {
+          session.enqueue(entry);
+        }
+      }
     } else {
       session.setInflight(entry);
     }
     messages++;
+  }
+  for (const { session, entry } of sentFromQueue) {
+    entry.packetId = session.allocatePacketId(); // after every stored id is in the table
+    entry.state = "publish";
+    session.setInflight(entry);
   }
   for (const { clientId, packetId } of state.incoming) {
     const session = broker.sessions.get(clientId);

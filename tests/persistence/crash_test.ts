@@ -282,3 +282,48 @@ Deno.test("SIGKILL with QoS 2 in flight to an online subscriber: nothing it comp
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SIGKILL with QoS 1 in flight: the reconnect resends queued and live messages in their order, with DUP", async () => {
+  // Three messages wait for an offline session, go out from its queue when it connects (their stored
+  // records stay "queued"), then two more go straight into flight; none is acknowledged before the crash.
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-crash-q1-" });
+  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`];
+  let broker = await spawnBroker(store);
+  try {
+    const sub = await RawClient.connect(broker.port, { clientId: "q1-sub", clean: false });
+    await sub.subscribe("q1/#", 1);
+    await sub.close();
+    const pub = await RawClient.connect(broker.port, { clientId: "q1-pub" });
+    const publish = async (n: number) => {
+      pub.send({
+        type: 3,
+        topic: "q1/data",
+        payload: te(`m${n}`),
+        qos: 1,
+        retain: false,
+        dup: false,
+        packetId: n,
+      });
+      await pub.expect(4); // committed: the store holds the message for the session
+    };
+    for (const n of [1, 2, 3]) await publish(n);
+    const online = await RawClient.connect(broker.port, { clientId: "q1-sub", clean: false });
+    await waitFor(() => online.received.filter((p) => p.type === 3).length === 3, "the queued three");
+    for (const n of [4, 5]) await publish(n);
+    await waitFor(() => online.received.filter((p) => p.type === 3).length === 5, "all five");
+    await broker.kill();
+    await Promise.all([pub.close(), online.close()]);
+
+    broker = await spawnBroker(store);
+    const again = await RawClient.connect(broker.port, { clientId: "q1-sub", clean: false });
+    await waitFor(() => again.received.filter((p) => p.type === 3).length >= 5, "five resent");
+    await delay(200);
+    const resent = (again.received.filter((p) => p.type === 3) as PublishPacket[])
+      .map((p) => `${td(p.payload)}${p.dup ? " dup" : ""}`);
+    assert.deepEqual(resent, ["m1 dup", "m2 dup", "m3 dup", "m4 dup", "m5 dup"]);
+    await again.close();
+  } finally {
+    await broker.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
