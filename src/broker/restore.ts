@@ -28,6 +28,7 @@ export async function restore(broker: Broker): Promise<void> {
     retained++;
   }
   let sessions = 0;
+  const connectedAtCrash: Session[] = [];
   let endedSessions = 0;
   for (const record of state.sessions) {
     const ended = record.expiryInterval !== NEVER_EXPIRES &&
@@ -42,6 +43,7 @@ export async function restore(broker: Broker): Promise<void> {
     session.protocolVersion = record.protocolVersion;
     // Time offline counts from the last disconnect, or from now if the broker stopped while connected.
     session.disconnectedAt = record.disconnectedAt ?? now;
+    if (record.disconnectedAt === undefined) connectedAtCrash.push(session);
     for (const sub of record.subscriptions) {
       session.setSubscription(sub.filter, sub);
       broker.tree.add(session, sub, parseSharedFilter(sub.filter) ?? undefined);
@@ -114,6 +116,21 @@ export async function restore(broker: Broker): Promise<void> {
     entry.packetId = session.allocatePacketId(); // after every stored id is in the table
     entry.state = "publish";
     session.setInflight(entry);
+  }
+  // A session that was connected when the broker stopped may have had the front of its queue in flight (up
+  // to its window) without a stored record saying so: those QoS 1 messages are marked to go out with DUP
+  // (packet id -1 until startSending gives them one). Some of them may not have been sent: DUP only warns.
+  const window = broker.config.server.max_inflight;
+  for (const session of connectedAtCrash) {
+    let room = window - session.inflight.size;
+    if (room <= 0 || session.queuedCount === 0) continue;
+    for (const entry of session.drainQueue()) {
+      if (room > 0) {
+        room--;
+        if (entry.qos === 1) entry.packetId = -1;
+      }
+      session.enqueue(entry);
+    }
   }
   for (const { clientId, packetId } of state.incoming) {
     const session = broker.sessions.get(clientId);

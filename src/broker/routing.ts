@@ -227,13 +227,14 @@ function startSending(
   entry: OutEntry,
   fromQueue: boolean,
 ): void {
+  const maybeSentBefore = entry.packetId === -1; // marked at restore (restore.ts): may have gone out before
   entry.packetId = session.allocatePacketId();
   entry.state = "publish";
   if (entry.qos === 2 && session.persistent && broker.store.durable) {
     sendQoS2AfterCommit(broker, session, client, entry);
     return;
   }
-  if (!sendEntry(broker, client, entry, false)) {
+  if (!sendEntry(broker, client, entry, maybeSentBefore)) {
     // Too large for this client: treated as delivered (§3.1.2.11.4).
     if (fromQueue && session.persistent) {
       broker.persistOutboundDelete(session, entry.seq);

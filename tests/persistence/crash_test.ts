@@ -327,3 +327,48 @@ Deno.test("SIGKILL with QoS 1 in flight: the reconnect resends queued and live m
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SIGKILL while messages sent from the queue are unacknowledged: they come back with DUP", async () => {
+  // No in-flight record is stored for them (a QoS 1 message sent from the queue keeps its "queued" one);
+  // the session was connected at the crash, so the front of its queue, up to its window, is resent as
+  // possibly sent before. A message beyond the window was never sent: it comes without DUP.
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-crash-q1q-" });
+  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`, "--server.max_inflight", "3"];
+  let broker = await spawnBroker(store);
+  try {
+    const sub = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
+    await sub.subscribe("q1q/#", 1);
+    await sub.close();
+    const pub = await RawClient.connect(broker.port, { clientId: "q1q-pub" });
+    for (const n of [1, 2, 3, 4]) {
+      pub.send({
+        type: 3,
+        topic: "q1q/data",
+        payload: te(`m${n}`),
+        qos: 1,
+        retain: false,
+        dup: false,
+        packetId: n,
+      });
+      await pub.expect(4);
+    }
+    const online = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
+    await waitFor(() => online.received.filter((p) => p.type === 3).length === 3, "the window of three");
+    await broker.kill();
+    await Promise.all([pub.close(), online.close()]);
+
+    broker = await spawnBroker(store);
+    const again = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
+    await waitFor(() => again.received.filter((p) => p.type === 3).length >= 3, "the window resent");
+    const first = again.received.splice(0).filter((p) => p.type === 3) as PublishPacket[];
+    for (const p of first) again.send({ type: 4, packetId: p.packetId! });
+    await waitFor(() => again.received.some((p) => p.type === 3), "the fourth");
+    const all = [...first, ...(again.received.filter((p) => p.type === 3) as PublishPacket[])]
+      .map((p) => `${td(p.payload)}${p.dup ? " dup" : ""}`);
+    assert.deepEqual(all, ["m1 dup", "m2 dup", "m3 dup", "m4"]);
+    await again.close();
+  } finally {
+    await broker.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
