@@ -17,7 +17,7 @@ import { BrokerMetrics, renderPrometheus } from "../metrics/metrics.ts";
 import { startMetricsServer } from "../metrics/server.ts";
 import { encode } from "../mqtt/encode.ts";
 import { ownCopy } from "../mqtt/slab.ts";
-import { parseSharedFilter } from "../mqtt/topic.ts";
+import { isSysTopic, parseSharedFilter } from "../mqtt/topic.ts";
 import { ReasonCode } from "../mqtt/reason_codes.ts";
 import type { Packet } from "../mqtt/types.ts";
 import type { SessionRecord, Store, StoredMessage, StoreOp } from "../store/store.ts";
@@ -396,7 +396,7 @@ export class Broker {
     if (msg.payload.length === 0) {
       if (existed) {
         this.retained.delete(msg.topic);
-        if (!msg.topic.startsWith("$SYS")) this.persist({ op: "retained.delete", topic: msg.topic });
+        if (!isSysTopic(msg.topic)) this.persist({ op: "retained.delete", topic: msg.topic });
       }
       return;
     }
@@ -415,7 +415,7 @@ export class Broker {
       receivedAt: msg.receivedAt,
     };
     this.retained.set(stored);
-    if (!msg.topic.startsWith("$SYS")) this.persist({ op: "retained.put", message: stored });
+    if (!isSysTopic(msg.topic)) this.persist({ op: "retained.put", message: stored });
   }
 
   /** The store record of a session. */

@@ -8,7 +8,7 @@
 
 import { ownCopy } from "../mqtt/slab.ts";
 import { connackCodeForVersion, ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
-import { isValidDecodedTopicName } from "../mqtt/topic.ts";
+import { isSysTopic, isValidDecodedTopicName } from "../mqtt/topic.ts";
 import type { ConnectPacket, DisconnectPacket, Properties, QoS, Will } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
@@ -74,7 +74,7 @@ function willAcceptable(broker: Broker, client: Client, will: Will): boolean {
     else client.disconnect(ReasonCode.TopicNameInvalid, why);
     return false;
   }
-  if (topic.charCodeAt(0) === 36 && topic.startsWith("$SYS")) {
+  if (isSysTopic(topic)) {
     refuse(client, ReasonCode.NotAuthorized, `Will Topic "${topic}": $SYS is written by the broker only`);
     return false;
   }

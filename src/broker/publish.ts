@@ -10,7 +10,7 @@
  */
 
 import { ReasonCode } from "../mqtt/reason_codes.ts";
-import { isValidDecodedTopicName } from "../mqtt/topic.ts";
+import { isSysTopic, isValidDecodedTopicName } from "../mqtt/topic.ts";
 import type { AckPacket, PublishPacket, QoS } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
@@ -132,7 +132,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
   }
 
   let reasonCode: number = ReasonCode.Success;
-  if (topic.charCodeAt(0) === 36 && topic.startsWith("$SYS")) {
+  if (isSysTopic(topic)) {
     reasonCode = ReasonCode.NotAuthorized; // $SYS is written by the broker only
   } else if (broker.acl !== undefined && !broker.acl.canPublish(client.username, client.clientId, topic)) {
     reasonCode = ReasonCode.NotAuthorized;

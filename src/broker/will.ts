@@ -6,6 +6,7 @@
  * @module
  */
 
+import { isSysTopic } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import { forwardableProperties, type Message } from "./message.ts";
 import { route } from "./routing.ts";
@@ -17,9 +18,11 @@ export function publishWill(broker: Broker, session: Session): void {
   session.will = undefined;
   session.willDueAt = undefined;
   if (will === undefined) return;
-  // CONNECT refused these; a will restored from an older store is held to the same rule.
-  if (will.topic.startsWith("$SYS")) return;
-  if (broker.acl !== undefined && !broker.acl.canPublish(session.username, session.clientId, will.topic)) {
+  // CONNECT refuses both; a will restored from an older store, or an ACL reloaded since, is held to them here.
+  if (
+    isSysTopic(will.topic) ||
+    (broker.acl !== undefined && !broker.acl.canPublish(session.username, session.clientId, will.topic))
+  ) {
     broker.metrics.dropped.not_authorized++;
     return;
   }

@@ -50,6 +50,11 @@ export function isValidTopicName(topic: string): boolean {
   return bytes > 0 && bytes <= MAX_STRING_BYTES;
 }
 
+/** True for `$SYS` and the topics under it, which only the broker publishes. */
+export function isSysTopic(topic: string): boolean {
+  return topic.charCodeAt(0) === 36 && topic.startsWith("$SYS");
+}
+
 /**
  * {@link isValidTopicName} for a topic that our decoder produced: it already refused ill-formed UTF-8 and
  * U+0000 (MQTT-1.5.4-1, MQTT-1.5.4-2), and a two-byte length prefix cannot announce more than 65535 bytes,
