@@ -8,7 +8,7 @@
 import { parseSharedFilter } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import type { Message } from "./message.ts";
-import { NEVER_EXPIRES, type OutEntry, Session } from "./session.ts";
+import { MAYBE_SENT, NEVER_EXPIRES, type OutEntry, Session } from "./session.ts";
 
 /** Loads everything from the store into the broker and logs what it restored. */
 export async function restore(broker: Broker): Promise<void> {
@@ -119,7 +119,7 @@ export async function restore(broker: Broker): Promise<void> {
   }
   // A session that was connected when the broker stopped may have had the front of its queue in flight (up
   // to its window) without a stored record saying so: those QoS 1 messages are marked to go out with DUP
-  // (packet id -1 until startSending gives them one). Some of them may not have been sent: DUP only warns.
+  // (MAYBE_SENT). Some of them may not have been sent: DUP only warns.
   const window = broker.config.server.max_inflight;
   for (const session of connectedAtCrash) {
     let room = window - session.inflight.size;
@@ -127,7 +127,7 @@ export async function restore(broker: Broker): Promise<void> {
     for (const entry of session.drainQueue()) {
       if (room > 0) {
         room--;
-        if (entry.qos === 1) entry.packetId = -1;
+        if (entry.qos === 1) entry.packetId = MAYBE_SENT;
       }
       session.enqueue(entry);
     }

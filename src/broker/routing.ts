@@ -15,7 +15,7 @@ import type { SubscriptionRecord } from "../store/store.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
 import { encodeShared, encodeWithExtras, type Message } from "./message.ts";
-import type { OutEntry, Session } from "./session.ts";
+import { MAYBE_SENT, type OutEntry, type Session } from "./session.ts";
 import type { SharedGroup } from "./topic_tree.ts";
 
 /** Per-route scratch: sessions seen in this route call, to merge overlapping subscriptions. */
@@ -227,7 +227,7 @@ function startSending(
   entry: OutEntry,
   fromQueue: boolean,
 ): void {
-  const maybeSentBefore = entry.packetId === -1; // marked at restore (restore.ts): may have gone out before
+  const maybeSentBefore = entry.packetId === MAYBE_SENT;
   entry.packetId = session.allocatePacketId();
   entry.state = "publish";
   if (entry.qos === 2 && session.persistent && broker.store.durable) {
@@ -243,9 +243,9 @@ function startSending(
   }
   session.setInflight(entry);
   // A QoS 1 message moving from the queue into flight keeps its stored "queued" record: after a crash it is
-  // resent with a new packet id, which at-least-once allows, and one write per message is saved. (QoS 2 to a
-  // persistent session on a durable store took sendQoS2AfterCommit above.)
-  if (session.persistent && (!fromQueue || entry.qos === 2)) {
+  // resent with a new packet id, which at-least-once allows, and one write per message is saved (QoS 2 took
+  // sendQoS2AfterCommit above whenever there is a store to write to).
+  if (session.persistent && !fromQueue) {
     broker.persistOutbound(session, entry);
   }
 }

@@ -29,6 +29,12 @@ export interface OutEntry {
   share?: SharedGroup<Session>;
 }
 
+/**
+ * The packet id of a queued entry that may have gone out before a crash without a record saying so
+ * (restore.ts): it is sent with DUP once it gets a real id.
+ */
+export const MAYBE_SENT = -1;
+
 const NO_SUBSCRIPTIONS: ReadonlyMap<string, SubscriptionRecord> = new Map();
 const NO_INCOMING: ReadonlySet<number> = new Set();
 /** The empty queue; never written to (enqueue replaces it first). */
