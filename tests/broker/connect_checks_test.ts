@@ -99,8 +99,9 @@ Deno.test("MQTT 5 Will QoS above the maximum gets 0x9B, Will Retain with retaine
     await w.expectNone(3, 200);
 
     // 3.1.1 cannot be told: the will is accepted, published at the maximum QoS and not retained.
-    const old = await connectResult(b, { will: will("w/old", 2, true) });
+    const old = await connectResult(b, { clientId: "old-will", will: will("w/old", 2, true) });
     assert.equal((old.connack as ConnackPacket).reasonCode, 0);
+    assert.equal(b.broker.sessions.get("old-will")?.will?.qos, 1);
     await old.c.close(); // abnormal end: the will goes out
     const got = await w.expect(3);
     assert.equal((got as { topic: string }).topic, "w/old");
