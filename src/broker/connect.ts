@@ -156,7 +156,7 @@ export function handleConnect(broker: Broker, client: Client, p: ConnectPacket):
   const maxKeepAlive = config.server.max_keepalive;
   if (version !== 5 && (p.keepAlive > maxKeepAlive || (p.keepAlive === 0 && maxKeepAlive < 65535))) {
     // MQTT 3.x cannot tell a client to use a shorter keep-alive; shortening it in silence would time the
-    // client out and publish its will. Refused with return code 2 instead, as Mosquitto does.
+    // client out and publish its will. Refused with return code 2 instead, as Mosquitto does since 2.0.12.
     refuse(
       client,
       ReasonCode.ClientIdentifierNotValid,
