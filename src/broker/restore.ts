@@ -8,7 +8,7 @@
 import { parseSharedFilter } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import type { Message } from "./message.ts";
-import { MAYBE_SENT, NEVER_EXPIRES, type OutEntry, Session } from "./session.ts";
+import { MAYBE_SENT, NEVER_EXPIRES, type OutEntry, packetIdOfSeq, Session } from "./session.ts";
 
 /** Loads everything from the store into the broker and logs what it restored. */
 export async function restore(broker: Broker): Promise<void> {
@@ -53,9 +53,10 @@ export async function restore(broker: Broker): Promise<void> {
   }
   // A QoS 1 message sent from a session's queue keeps its "queued" record (routing.ts, startSending), and a
   // message is sent straight into flight only while the queue is empty: so a queued QoS 1 record older than
-  // the session's newest stored in-flight QoS 1 record was sent before the crash. Those go back in flight
-  // (new packet ids, the old ones were never stored), so the reconnect resends everything in its first
-  // order (§4.6) and with DUP.
+  // the session's newest stored in-flight QoS 1 record was sent before the crash. Those go back in flight, so
+  // the reconnect resends everything in its first order (§4.6), with DUP and under the packet ids they went
+  // out under: the ids of their sequence numbers (packetIdOfSeq), since one sent under another id has an
+  // in-flight record of its own.
   const newestInflightQoS1 = new Map<string, number>();
   for (const record of state.outbound) {
     if (record.state !== "publish" || record.packetId === undefined || record.message?.qos !== 1) continue;
@@ -113,7 +114,9 @@ export async function restore(broker: Broker): Promise<void> {
     messages++;
   }
   for (const { session, entry } of sentFromQueue) {
-    entry.packetId = session.allocatePacketId(); // after every stored id is in the table
+    // After every stored id is in the table; an id taken by one of them would have been stored with this one.
+    const id = packetIdOfSeq(entry.seq);
+    entry.packetId = session.inflight.has(id) ? session.allocatePacketId() : id;
     entry.state = "publish";
     session.setInflight(entry);
   }

@@ -228,7 +228,7 @@ function startSending(
   fromQueue: boolean,
 ): void {
   const maybeSentBefore = entry.packetId === MAYBE_SENT;
-  entry.packetId = session.allocatePacketId();
+  const idOfSeq = session.assignPacketId(entry);
   entry.state = "publish";
   if (entry.qos === 2 && session.persistent && broker.store.durable) {
     sendQoS2AfterCommit(broker, session, client, entry);
@@ -242,10 +242,11 @@ function startSending(
     return;
   }
   session.setInflight(entry);
-  // A QoS 1 message moving from the queue into flight keeps its stored "queued" record: after a crash it is
-  // resent with a new packet id, which at-least-once allows, and one write per message is saved (QoS 2 took
-  // sendQoS2AfterCommit above whenever there is a store to write to).
-  if (session.persistent && !fromQueue) {
+  // A QoS 1 message moving from the queue into flight keeps its stored "queued" record, which saves one write
+  // per message: after a crash it is resent under the packet id of its sequence number, the one it went out
+  // under (packetIdOfSeq). When that id was taken, the in-flight record is written to keep the one it got (QoS 2
+  // took sendQoS2AfterCommit above whenever there is a store to write to).
+  if (session.persistent && (!fromQueue || !idOfSeq)) {
     broker.persistOutbound(session, entry);
   }
 }

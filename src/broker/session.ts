@@ -40,6 +40,17 @@ const NO_INCOMING: ReadonlySet<number> = new Set();
 /** The empty queue; never written to (enqueue replaces it first). */
 const NO_ENTRIES: OutEntry[] = [];
 
+/**
+ * The packet id of the outbound message with sequence number `seq`, unless that id is still taken when the
+ * message is sent. Sequence numbers of a session are consecutive, so these ids are too, as §2.2.1 needs them
+ * unique only among the messages in flight. A QoS 1 message sent from the queue keeps its "queued" store
+ * record, which holds no packet id: after a crash it is resent under this id, the one it first had
+ * (MQTT-4.4.0-1). One sent under another id gets an in-flight record that says so (routing.ts).
+ */
+export function packetIdOfSeq(seq: number): number {
+  return seq - Math.floor(seq / 65535) * 65535 + 1; // seq % 65535 + 1, without a float modulo call
+}
+
 /** Session Expiry Interval meaning "never expires" (§3.1.2.11.2). */
 export const NEVER_EXPIRES = 0xffffffff;
 
@@ -202,6 +213,21 @@ export class Session {
   /** True when publishers are waiting for this queue to drain. */
   get hasDrainWaiters(): boolean {
     return this.#drainWaiters !== undefined;
+  }
+
+  /**
+   * Gives an outbound QoS 1/2 entry its packet id (§2.2.1): the one its sequence number names
+   * ({@link packetIdOfSeq}) when that is free, otherwise the next free one. True when the id is the one of its
+   * sequence number, so a store record without a packet id still tells which id the message went out under.
+   */
+  assignPacketId(entry: OutEntry): boolean {
+    const id = packetIdOfSeq(entry.seq);
+    if (this.inflight.isFree(id)) {
+      entry.packetId = id;
+      return true;
+    }
+    entry.packetId = this.allocatePacketId();
+    return entry.packetId === id;
   }
 
   /**

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { InflightTable, NO_INFLIGHT } from "../../src/broker/inflight.ts";
-import { type OutEntry, Session } from "../../src/broker/session.ts";
+import { type OutEntry, packetIdOfSeq, Session } from "../../src/broker/session.ts";
 
 function entry(packetId: number, seq: number): OutEntry {
   const msg = { topic: "t", payload: new Uint8Array(0), qos: 1 as const, retain: false, receivedAt: 0 };
@@ -59,4 +59,26 @@ Deno.test("inflight table: the shared empty table reads as empty", () => {
   assert.equal(NO_INFLIGHT.isFree(1), true);
   assert.deepEqual(NO_INFLIGHT.values(), []);
   assert.equal(new Session("x").inflight, NO_INFLIGHT);
+});
+
+Deno.test("packet ids follow the sequence number while it names a free id, and say when they do not", () => {
+  const session = new Session("c");
+  const make = (seq: number): OutEntry => ({ ...entry(0, seq), state: "queued" });
+  const first = make(65534 * 3 + 5); // names id 6
+  assert.equal(session.assignPacketId(first), true);
+  assert.equal(first.packetId, packetIdOfSeq(first.seq));
+  assert.equal(first.packetId, (first.seq % 65535) + 1);
+  session.setInflight(first);
+  const next = make(first.seq + 1);
+  assert.equal(session.assignPacketId(next), true);
+  assert.equal(next.packetId, first.packetId + 1);
+  // 8 slots: the id 8 further on shares the slot of the first, which is still in flight.
+  const clash = make(first.seq + 8);
+  assert.equal(session.assignPacketId(clash), false);
+  assert.notEqual(clash.packetId, packetIdOfSeq(clash.seq));
+  assert.notEqual(clash.packetId, first.packetId);
+  assert.equal(packetIdOfSeq(65534), 65535);
+  assert.equal(packetIdOfSeq(65535), 1);
+  const big = Date.now() * 1000 + 7; // sequence numbers start from the clock
+  assert.equal(packetIdOfSeq(big), (big % 65535) + 1);
 });

@@ -292,7 +292,6 @@ Deno.test("SIGKILL with QoS 1 in flight: the reconnect resends queued and live m
   try {
     const sub = await RawClient.connect(broker.port, { clientId: "q1-sub", clean: false });
     await sub.subscribe("q1/#", 1);
-    await sub.close();
     const pub = await RawClient.connect(broker.port, { clientId: "q1-pub" });
     const publish = async (n: number) => {
       pub.send({
@@ -302,10 +301,14 @@ Deno.test("SIGKILL with QoS 1 in flight: the reconnect resends queued and live m
         qos: 1,
         retain: false,
         dup: false,
-        packetId: n,
+        packetId: n + 10,
       });
       await pub.expect(4); // committed: the store holds the message for the session
     };
+    // One message delivered and acknowledged first, so the session's packet ids no longer start at 1.
+    await publish(0);
+    sub.send({ type: 4, packetId: ((await sub.expect(3)) as PublishPacket).packetId! });
+    await sub.close();
     for (const n of [1, 2, 3]) await publish(n);
     const online = await RawClient.connect(broker.port, { clientId: "q1-sub", clean: false });
     await waitFor(() => online.received.filter((p) => p.type === 3).length === 3, "the queued three");
@@ -313,14 +316,22 @@ Deno.test("SIGKILL with QoS 1 in flight: the reconnect resends queued and live m
     await waitFor(() => online.received.filter((p) => p.type === 3).length === 5, "all five");
     await broker.kill();
     await Promise.all([pub.close(), online.close()]);
+    const firstIds = (online.received.filter((p) => p.type === 3) as PublishPacket[]).map((p) => p.packetId);
 
     broker = await spawnBroker(store);
     const again = await RawClient.connect(broker.port, { clientId: "q1-sub", clean: false });
     await waitFor(() => again.received.filter((p) => p.type === 3).length >= 5, "five resent");
     await delay(200);
-    const resent = (again.received.filter((p) => p.type === 3) as PublishPacket[])
-      .map((p) => `${td(p.payload)}${p.dup ? " dup" : ""}`);
-    assert.deepEqual(resent, ["m1 dup", "m2 dup", "m3 dup", "m4 dup", "m5 dup"]);
+    const resent = again.received.filter((p) => p.type === 3) as PublishPacket[];
+    assert.deepEqual(resent.map((p) => `${td(p.payload)}${p.dup ? " dup" : ""}`), [
+      "m1 dup",
+      "m2 dup",
+      "m3 dup",
+      "m4 dup",
+      "m5 dup",
+    ]);
+    // MQTT-4.4.0-1: resent under their original packet ids, also those whose stored record holds none.
+    assert.deepEqual(resent.map((p) => p.packetId), firstIds);
     await again.close();
   } finally {
     await broker.kill();
@@ -338,12 +349,64 @@ Deno.test("SIGKILL while messages sent from the queue are unacknowledged: they c
   try {
     const sub = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
     await sub.subscribe("q1q/#", 1);
-    await sub.close();
     const pub = await RawClient.connect(broker.port, { clientId: "q1q-pub" });
-    for (const n of [1, 2, 3, 4]) {
+    for (const n of [0, 1, 2, 3, 4]) {
+      if (n === 1) {
+        // m0 delivered and acknowledged first, so the session's packet ids no longer start at 1.
+        sub.send({ type: 4, packetId: ((await sub.expect(3)) as PublishPacket).packetId! });
+        await sub.close();
+      }
       pub.send({
         type: 3,
         topic: "q1q/data",
+        payload: te(`m${n}`),
+        qos: 1,
+        retain: false,
+        dup: false,
+        packetId: n + 10,
+      });
+      await pub.expect(4);
+    }
+    const online = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
+    await waitFor(() => online.received.filter((p) => p.type === 3).length === 3, "the window of three");
+    await broker.kill();
+    await Promise.all([pub.close(), online.close()]);
+    const firstIds = (online.received.filter((p) => p.type === 3) as PublishPacket[]).map((p) => p.packetId);
+
+    broker = await spawnBroker(store);
+    const again = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
+    await waitFor(() => again.received.filter((p) => p.type === 3).length >= 3, "the window resent");
+    const first = again.received.splice(0).filter((p) => p.type === 3) as PublishPacket[];
+    assert.deepEqual(first.map((p) => p.packetId), firstIds, "resent under their original packet ids");
+    for (const p of first) again.send({ type: 4, packetId: p.packetId! });
+    await waitFor(() => again.received.some((p) => p.type === 3), "the fourth");
+    const all = [...first, ...(again.received.filter((p) => p.type === 3) as PublishPacket[])]
+      .map((p) => `${td(p.payload)}${p.dup ? " dup" : ""}`);
+    assert.deepEqual(all, ["m1 dup", "m2 dup", "m3 dup", "m4"]);
+    await again.close();
+  } finally {
+    await broker.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGKILL after a message from the queue went out under an id not of its sequence: it keeps that id", async () => {
+  // With a window of 2 and m1 never acknowledged, the in-flight table keeps 8 slots, so the id that m9's
+  // sequence number names shares m1's slot and m9 goes out under another one: that id must be stored, since
+  // m9's "queued" record holds none. After the crash m1 and m9 come back under the ids they first had, then
+  // m10-m12, which never went out.
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-crash-q1id-" });
+  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`, "--server.max_inflight", "2"];
+  let broker = await spawnBroker(store);
+  try {
+    const sub = await RawClient.connect(broker.port, { clientId: "q1id-sub", clean: false });
+    await sub.subscribe("q1id/#", 1);
+    await sub.close();
+    const pub = await RawClient.connect(broker.port, { clientId: "q1id-pub" });
+    for (let n = 1; n <= 12; n++) {
+      pub.send({
+        type: 3,
+        topic: "q1id/data",
         payload: te(`m${n}`),
         qos: 1,
         retain: false,
@@ -352,20 +415,37 @@ Deno.test("SIGKILL while messages sent from the queue are unacknowledged: they c
       });
       await pub.expect(4);
     }
-    const online = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
-    await waitFor(() => online.received.filter((p) => p.type === 3).length === 3, "the window of three");
+    const online = await RawClient.connect(broker.port, { clientId: "q1id-sub", clean: false });
+    const firstIds = new Map<string, number>();
+    while (firstIds.size < 9) { // then m1 and m9 fill the window
+      const p = (await online.expect(3)) as PublishPacket;
+      const name = td(p.payload);
+      firstIds.set(name, p.packetId!);
+      if (name !== "m1" && name !== "m9") online.send({ type: 4, packetId: p.packetId! });
+    }
+    await delay(300); // the acknowledged ones are deleted from the store
+    await online.close();
+    await delay(100);
     await broker.kill();
-    await Promise.all([pub.close(), online.close()]);
+    await pub.close();
 
     broker = await spawnBroker(store);
-    const again = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
-    await waitFor(() => again.received.filter((p) => p.type === 3).length >= 3, "the window resent");
-    const first = again.received.splice(0).filter((p) => p.type === 3) as PublishPacket[];
-    for (const p of first) again.send({ type: 4, packetId: p.packetId! });
-    await waitFor(() => again.received.some((p) => p.type === 3), "the fourth");
-    const all = [...first, ...(again.received.filter((p) => p.type === 3) as PublishPacket[])]
-      .map((p) => `${td(p.payload)}${p.dup ? " dup" : ""}`);
-    assert.deepEqual(all, ["m1 dup", "m2 dup", "m3 dup", "m4"]);
+    const again = await RawClient.connect(broker.port, { clientId: "q1id-sub", clean: false });
+    await waitFor(() => again.received.filter((p) => p.type === 3).length >= 2, "m1 and m9 resent");
+    await delay(200); // nothing else comes while they fill the window
+    const resent = (again.received.filter((p) => p.type === 3) as PublishPacket[])
+      .map((p) => `${td(p.payload)} ${p.packetId}${p.dup ? " dup" : ""}`);
+    assert.deepEqual(resent, [`m1 ${firstIds.get("m1")} dup`, `m9 ${firstIds.get("m9")} dup`]);
+    for (const p of again.received.splice(0) as PublishPacket[]) {
+      again.send({ type: 4, packetId: p.packetId! });
+    }
+    const rest: string[] = [];
+    while (rest.length < 3) {
+      const p = (await again.expect(3)) as PublishPacket;
+      rest.push(`${td(p.payload)}${p.dup ? " dup" : ""}`);
+      again.send({ type: 4, packetId: p.packetId! });
+    }
+    assert.deepEqual(rest, ["m10", "m11", "m12"]);
     await again.close();
   } finally {
     await broker.kill();
