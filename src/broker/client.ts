@@ -13,7 +13,7 @@ import { ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
 import { type Packet, PacketType, type Properties } from "../mqtt/types.ts";
 import type { Transport } from "../transport/connection.ts";
 import type { Broker } from "./broker.ts";
-import type { Session } from "./session.ts";
+import type { OutEntry, Session } from "./session.ts";
 
 const UNACCEPTABLE_PROTOCOL_CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x01]);
 
@@ -42,6 +42,8 @@ export class Client {
   /** Outbound Topic Aliases we assigned, by topic; limited by the client's Topic Alias Maximum. */
   aliasesOut?: Map<string, number>;
   aliasOutMax = 0;
+  /** In-flight messages of the session not resent yet after the reconnect, beyond the window (routing.ts). */
+  resendBacklog?: OutEntry[];
   /** Inbound QoS 1/2 PUBLISHes not yet acknowledged, for our Receive Maximum (§4.9). */
   inboundUnacked = 0;
   /**
@@ -188,10 +190,15 @@ export class Client {
    */
   disconnect(reasonCode: number, reason: string): void {
     if (this.state === "closed") return;
-    if (this.version === 5 && reasonCode >= 0x80) {
+    if (reasonCode >= 0x80) {
       if (this.state === "connected") {
-        this.send({ type: PacketType.DISCONNECT, reasonCode, properties: this.reasonString(reason) });
-      } else if (this.state === "connecting" && this.decoder.protocolVersion === 5) {
+        if (this.version === 5) {
+          this.send({ type: PacketType.DISCONNECT, reasonCode, properties: this.reasonString(reason) });
+        }
+      } else if (this.decoder.protocolVersion === 5) {
+        // A CONNECT that failed to decode or validate: the decoder saw its protocol level, `version` is not
+        // set yet (§4.13.1: the CONNACK with the reason code, then the close).
+        this.version = 5;
         this.send({ type: PacketType.CONNACK, sessionPresent: false, reasonCode });
       }
     }

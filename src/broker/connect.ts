@@ -362,8 +362,9 @@ export function handleDisconnect(broker: Broker, client: Client, p: DisconnectPa
     session.expiryInterval = Math.min(newExpiry, broker.config.server.max_session_expiry);
     if (!session.persistent) broker.persist({ op: "session.delete", clientId: session.clientId });
   }
-  // 0x04 "Disconnect with Will Message" keeps the will; any other normal DISCONNECT discards it.
-  client.disconnectedCleanly = (p.reasonCode ?? 0) !== ReasonCode.DisconnectWithWillMessage;
+  // Only 0x00 Normal disconnection discards the will (MQTT-3.14.4-3, MQTT-3.1.2-8): 0x04 "Disconnect with Will
+  // Message" and the error codes a client may send (0x80 and up) keep it.
+  client.disconnectedCleanly = (p.reasonCode ?? 0) === ReasonCode.Success;
   client.closeReason = `client sent DISCONNECT (${reasonName(p.reasonCode ?? 0)})`;
   client.close(client.closeReason);
 }

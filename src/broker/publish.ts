@@ -15,7 +15,7 @@ import type { AckPacket, PublishPacket, QoS } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
 import { forwardableProperties, type Message, shapeSlot } from "./message.ts";
-import { pump, route } from "./routing.ts";
+import { pump, pumpIfWaiting, route } from "./routing.ts";
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -217,7 +217,7 @@ export function handlePuback(broker: Broker, client: Client, p: AckPacket): void
   if (session.persistent) {
     broker.persistOutboundDelete(session, entry.seq);
   }
-  if (session.queuedCount > 0) pump(broker, session);
+  pumpIfWaiting(broker, session, client);
 }
 
 /** PUBREC from the client: answer PUBREL, keep the packet id until PUBCOMP. */
@@ -255,5 +255,5 @@ export function handlePubcomp(broker: Broker, client: Client, p: AckPacket): voi
   if (session.persistent) {
     broker.persistOutboundDelete(session, entry.seq);
   }
-  if (session.queuedCount > 0) pump(broker, session);
+  pumpIfWaiting(broker, session, client);
 }

@@ -132,7 +132,7 @@ export function deliverShared(
     subscriber,
     msg,
     grantedQoS(msg, sub),
-    false,
+    sub.retainAsPublished ? msg.retain : false, // MQTT-3.3.1-13 holds for shared subscriptions too
     sub.subscriptionId === undefined ? undefined : [sub.subscriptionId],
     group,
   );
@@ -270,7 +270,7 @@ function sendQoS2AfterCommit(broker: Broker, session: Session, client: Client, e
       // Too large for this client: treated as delivered (§3.1.2.11.4).
       session.deleteInflight(packetId);
       broker.persistOutboundDelete(session, entry.seq);
-      if (session.queuedCount > 0) pump(broker, session);
+      pumpIfWaiting(broker, session, client);
     }
   });
 }
@@ -289,10 +289,26 @@ function sendEntry(broker: Broker, client: Client, entry: OutEntry, dup: boolean
   );
 }
 
+/** {@link pump} when something waits for the window: queued messages, or in-flight ones still to resend. */
+export function pumpIfWaiting(broker: Broker, session: Session, client: Client): void {
+  if (session.queuedCount > 0 || client.resendBacklog !== undefined) pump(broker, session);
+}
+
 /** Sends queued messages while the client's window has room (after an ack or a reconnect). */
 export function pump(broker: Broker, session: Session): void {
   const client = session.client;
   if (client === undefined) return;
+  const backlog = client.resendBacklog;
+  if (backlog !== undefined) {
+    // In-flight messages not yet resent after the reconnect go first, in their order (§4.6); they count in
+    // `inflight.size` already, so the window holds what is in flight minus them.
+    while (backlog.length > 0 && session.inflight.size - backlog.length < client.sendQuota) {
+      const entry = backlog.shift()!;
+      if (session.inflight.get(entry.packetId) === entry) resendEntry(broker, session, client, entry);
+    }
+    if (backlog.length > 0) return;
+    client.resendBacklog = undefined;
+  }
   let now = 0; // read once, and only if a queued message has an expiry
   while (session.inflight.size < client.sendQuota) {
     const entry = session.dequeue();
@@ -310,14 +326,25 @@ export function pump(broker: Broker, session: Session): void {
   if (session.hasDrainWaiters && session.queuedCount <= broker.queueLowWater) session.wakeDrainWaiters();
 }
 
-/** Resends everything in flight after a reconnect (§4.4): PUBLISH with DUP, PUBREL as is. */
+/**
+ * Resends everything in flight after a reconnect (§4.4): PUBLISH with DUP, PUBREL as is, oldest first. At
+ * most the client's Receive Maximum go at once (MQTT-3.3.4-9; the client may come back with a smaller one):
+ * the rest wait in `client.resendBacklog` for {@link pump}.
+ */
 export function resendInflight(broker: Broker, session: Session, client: Client): void {
-  for (const entry of session.inflight.values()) {
-    if (entry.state === "pubrel") {
-      client.send({ type: 6, packetId: entry.packetId });
-    } else {
-      sendEntry(broker, client, entry, true);
-    }
+  const entries = session.inflight.values();
+  if (entries.length > client.sendQuota) client.resendBacklog = entries.splice(client.sendQuota);
+  for (const entry of entries) resendEntry(broker, session, client, entry);
+}
+
+function resendEntry(broker: Broker, session: Session, client: Client, entry: OutEntry): void {
+  if (entry.state === "pubrel") {
+    client.send({ type: 6, packetId: entry.packetId });
+  } else if (!sendEntry(broker, client, entry, true)) {
+    // Too large for the client's Maximum Packet Size of this connection: treated as delivered
+    // (MQTT-3.1.2-25), or it would hold a slot of the window for good.
+    session.deleteInflight(entry.packetId);
+    if (session.persistent) broker.persistOutboundDelete(session, entry.seq);
   }
 }
 

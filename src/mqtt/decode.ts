@@ -165,7 +165,14 @@ function decodeConnect(r: Reader): ConnectPacket {
   };
   if (version === 5) {
     const props = readProperties(r, 1);
-    if (props !== undefined) packet.properties = props;
+    if (props !== undefined) {
+      if (props.authenticationData !== undefined && props.authenticationMethod === undefined) {
+        throw protocolError(
+          "CONNECT has Authentication Data without an Authentication Method (§3.1.2.11.10)",
+        );
+      }
+      packet.properties = props;
+    }
   }
   packet.clientId = r.utf8("Client Identifier");
   if (willFlag) {

@@ -544,7 +544,15 @@ Deno.test("Retain As Published keeps the RETAIN flag of live messages; without i
     const b2 = await plain.c.expect(3) as PublishPacket;
     assert.deepEqual([a1.retain, a2.retain], [true, false]);
     assert.deepEqual([b1.retain, b2.retain], [false, false]);
-    await Promise.all([rap.c.close(), plain.c.close(), pub.c.close()]);
+    // The same through a shared subscription (MQTT-3.3.1-13 makes no exception for them).
+    const shared = await connect5(b.port);
+    await subscribe(shared.c, [{ topicFilter: "$share/g/rap/s", retainAsPublished: true }]);
+    await publish(pub.c, "rap/s", "kept", { qos: 1, retain: true });
+    await publish(pub.c, "rap/s", "live", { qos: 1, retain: false });
+    const s1 = await shared.c.expect(3) as PublishPacket;
+    const s2 = await shared.c.expect(3) as PublishPacket;
+    assert.deepEqual([s1.retain, s2.retain], [true, false]);
+    await Promise.all([rap.c.close(), plain.c.close(), pub.c.close(), shared.c.close()]);
   } finally {
     await b.stop();
   }
@@ -745,6 +753,26 @@ Deno.test("CONNECT with an Authentication Method we do not support: CONNACK 0x8C
     assert.equal(connack.reasonCode, 0x8c);
     await c.expectClosed();
     assert.equal(b.broker.sessions.has("enhanced"), false);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("a CONNECT that breaks a rule gets CONNACK with the reason code: Receive Maximum 0, Authentication Data alone", async () => {
+  const b = await startBroker();
+  try {
+    // Receive Maximum 0 (§3.1.2.11.3): written by hand, our encoder would not send it.
+    const bad = await RawClient.open(b.port, 5);
+    const id = te("rm0");
+    const body = [0, 4, ...te("MQTT"), 5, 0x02, 0, 60, 3, 0x21, 0, 0, 0, id.length, ...id];
+    await bad.sendBytes(new Uint8Array([0x10, body.length, ...body]));
+    const refused = await bad.expect(2) as ConnackPacket;
+    assert.equal(refused.reasonCode, 0x82);
+    await bad.expectClosed();
+    // Authentication Data without an Authentication Method is a protocol error (§3.1.2.11.10).
+    const { c, connack } = await connect5(b.port, { properties: { authenticationData: te("data") } });
+    assert.equal(connack.reasonCode, 0x82);
+    await c.expectClosed();
   } finally {
     await b.stop();
   }
@@ -975,6 +1003,64 @@ Deno.test("Receive Maximum of the client: at most that many unacknowledged QoS 1
   }
 });
 
+Deno.test("resend after a reconnect: within the new, smaller Receive Maximum; what no longer fits is dropped", async () => {
+  const b = await startBroker();
+  try {
+    const session = { sessionExpiryInterval: 60 };
+    const first = await connect5(b.port, {
+      clientId: "rs",
+      clean: false,
+      properties: { ...session, receiveMaximum: 10 },
+    });
+    await subscribe(first.c, ["rs/#"]);
+    const pub = await connect5(b.port);
+    for (let i = 0; i < 5; i++) await publish(pub.c, "rs/t", `m${i}`, { qos: 1 });
+    await waitFor(() => first.c.received.length === 5, "five unacknowledged");
+    await first.c.close();
+    // Back with Receive Maximum 2: two resent at a time (MQTT-3.3.4-9), the rest as acks make room.
+    const again = await connect5(b.port, {
+      clientId: "rs",
+      clean: false,
+      properties: { ...session, receiveMaximum: 2 },
+    });
+    await publish(pub.c, "rs/t", "m5", { qos: 1 });
+    const got: string[] = [];
+    for (let acked = 0; acked < 6; acked++) {
+      const window = Math.min(2, 6 - acked);
+      await waitFor(() => again.c.received.length === window, `${window} unacknowledged PUBLISH`);
+      await delay(acked === 0 ? 200 : 30);
+      assert.equal(again.c.received.length, window, `no more than 2 unacknowledged after ${acked} acks`);
+      const p = again.c.received.shift() as PublishPacket;
+      got.push(`${td(p.payload)}${p.dup ? " dup" : ""}`);
+      again.c.send({ type: 4, packetId: p.packetId! });
+    }
+    assert.deepEqual(got, ["m0 dup", "m1 dup", "m2 dup", "m3 dup", "m4 dup", "m5"]);
+    await again.c.close();
+
+    // A message in flight that is larger than the Maximum Packet Size the client comes back with is dropped
+    // as if sent (MQTT-3.1.2-25): it must not hold the window shut.
+    const big = await connect5(b.port, {
+      clientId: "rs-big",
+      clean: false,
+      properties: { ...session, receiveMaximum: 1 },
+    });
+    await subscribe(big.c, ["rb/#"]);
+    await publish(pub.c, "rb/t", "x".repeat(300), { qos: 1 });
+    await big.c.expect(3);
+    await big.c.close();
+    const small = await connect5(b.port, {
+      clientId: "rs-big",
+      clean: false,
+      properties: { ...session, receiveMaximum: 1, maximumPacketSize: 100 },
+    });
+    await publish(pub.c, "rb/t", "small", { qos: 1 });
+    assert.equal(td((await small.c.expect(3) as PublishPacket).payload), "small");
+    await Promise.all([small.c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
 Deno.test("our Receive Maximum: one more unacknowledged QoS 2 PUBLISH than announced is DISCONNECT 0x93", async () => {
   const b = await startBroker({ qos: { max_qos: 2 }, server: { max_inflight: 3 } });
   try {
@@ -1122,7 +1208,7 @@ Deno.test("Will Delay Interval longer than the session: the will is published wh
   }
 });
 
-Deno.test("DISCONNECT with reason 0x04 publishes the will; reason 0x00 does not", async () => {
+Deno.test("DISCONNECT with reason 0x04 or an error code publishes the will; reason 0x00 does not", async () => {
   const b = await startBroker();
   try {
     const watcher = await connect5(b.port);
@@ -1134,6 +1220,11 @@ Deno.test("DISCONNECT with reason 0x04 publishes the will; reason 0x00 does not"
     send.c.send({ type: 14, reasonCode: 0x04 });
     await send.c.expectClosed();
     assert.equal((await watcher.c.expect(3) as PublishPacket).topic, "wr/with-will");
+    // 0x80 Unspecified error: not a normal disconnection, so the will goes (MQTT-3.1.2-8).
+    const failing = await connect5(b.port, { will: will("wr/error") });
+    failing.c.send({ type: 14, reasonCode: 0x80 });
+    await failing.c.expectClosed();
+    assert.equal((await watcher.c.expect(3) as PublishPacket).topic, "wr/error");
     await watcher.c.expectNone(3, 100);
     await watcher.c.close();
   } finally {

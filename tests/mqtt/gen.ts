@@ -147,7 +147,8 @@ export class PacketGen {
         if (maybe()) p.requestResponseInformation = r.int(0, 1);
         if (maybe()) p.requestProblemInformation = r.int(0, 1);
         if (maybe()) p.authenticationMethod = this.str();
-        if (maybe()) p.authenticationData = r.bytes(8);
+        // §3.1.2.11.10: Authentication Data only with an Authentication Method.
+        if (p.authenticationMethod !== undefined && maybe()) p.authenticationData = r.bytes(8);
         break;
       case 2: // CONNACK
         if (maybe()) p.sessionExpiryInterval = this.num(0xffffffff);
