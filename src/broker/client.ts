@@ -30,8 +30,16 @@ export class Client {
   session?: Session;
   /** Seconds; 0 = no keep-alive. */
   keepAlive = 0;
-  /** ms since the epoch of the last byte received. */
+  /**
+   * ms since the epoch when the chunk holding the last complete packet was read: keep-alive counts Control
+   * Packets (MQTT-3.1.2-24), so bytes trickling in without completing one do not keep a connection alive.
+   */
   lastRead: number;
+  /**
+   * ms since the epoch of the last acknowledgement (PUBACK, PUBREC, PUBCOMP) of a message we sent, or of the
+   * CONNECT: a subscriber that acknowledges is one its publishers may be paused for (routing.ts).
+   */
+  lastAck: number;
   readonly connectedAt: number;
   /** The client's Receive Maximum: our outbound in-flight window (§3.1.2.11.3). */
   sendQuota = 65535;
@@ -74,6 +82,7 @@ export class Client {
     this.decoder = new PacketDecoder({ maxPacketSize: broker.config.server.max_message_size });
     this.lastRead = Date.now();
     this.connectedAt = this.lastRead;
+    this.lastAck = this.lastRead;
   }
 
   /** True once the connection is closed (re-read after every await). */
@@ -120,22 +129,31 @@ export class Client {
 
   /** Decodes and handles the packets in `chunk`; a promise when handling must finish before reading on. */
   receive(chunk: Uint8Array): Promise<void> | undefined {
-    this.lastRead = Date.now();
     this.broker.metrics.bytesReceived += chunk.length;
+    if (this.state === "connecting" && this.decoder.buffered === 0 && chunk.length > 0 && chunk[0] !== 0x10) {
+      // MQTT-3.1.0-1: the first packet is CONNECT. Said at the first byte, not after waiting for as many
+      // bytes as garbage (an HTTP request, say) happens to announce.
+      this.disconnect(
+        ReasonCode.ProtocolError,
+        `first packet must be CONNECT, got first byte 0x${chunk[0].toString(16).padStart(2, "0")}`,
+      );
+      return undefined;
+    }
     this.decoder.push(chunk);
-    return this.#handlePackets();
+    return this.#handlePackets(Date.now());
   }
 
-  #handlePackets(): Promise<void> | undefined {
+  #handlePackets(readAt: number): Promise<void> | undefined {
     const broker = this.broker;
     const counts = broker.metrics.packetsReceived;
     let packet: Packet | null;
     while (this.state !== "closed" && (packet = this.decoder.next()) !== null) {
+      this.lastRead = readAt;
       counts[packet.type]++;
       // Only CONNECT handling waits (authentication); the packets after it in the chunk wait for it.
       if (packet.type === 1) {
         const connecting = broker.handlePacket(this, packet);
-        if (connecting !== undefined) return connecting.then(() => this.#handlePackets());
+        if (connecting !== undefined) return connecting.then(() => this.#handlePackets(readAt));
       } else {
         broker.handlePacket(this, packet);
       }
@@ -144,6 +162,7 @@ export class Client {
     if (slow !== undefined && this.state !== "closed") {
       // Stop reading this publisher until the subscriber it overfilled catches up (bounded wait).
       this.waitForDrain = undefined;
+      broker.metrics.publisherPauses++;
       return slow.whenDrained(1000);
     }
     return undefined;

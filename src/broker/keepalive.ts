@@ -24,6 +24,11 @@ export function sweep(broker: Broker, now: number): void {
     if (client.state === "connecting") {
       if (now - client.connectedAt > connectTimeoutMs) {
         client.closeReason = `no CONNECT within ${server.connect_timeout} s`;
+        broker.logger.info("closing connection", {
+          addr: client.transport.remoteAddr,
+          reason: client.closeReason,
+          bytes_waiting: client.decoder.buffered,
+        });
         client.close(client.closeReason);
       }
       return;

@@ -213,6 +213,7 @@ export function handlePuback(broker: Broker, client: Client, p: AckPacket): void
   const session = client.session!;
   const entry = session.inflight.get(p.packetId);
   if (entry === undefined || entry.qos !== 1) return; // unknown id: nothing to release (§4.3.2)
+  client.lastAck = client.lastRead;
   session.deleteInflight(p.packetId);
   if (session.persistent) {
     broker.persistOutboundDelete(session, entry.seq);
@@ -228,6 +229,7 @@ export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void
     ack(broker, client, 6, p.packetId, ReasonCode.PacketIdentifierNotFound);
     return;
   }
+  client.lastAck = client.lastRead;
   if ((p.reasonCode ?? 0) >= 0x80) {
     // The receiver refused the message: the exchange ends here (§4.3.3).
     session.deleteInflight(p.packetId);
@@ -251,6 +253,7 @@ export function handlePubcomp(broker: Broker, client: Client, p: AckPacket): voi
   const session = client.session!;
   const entry = session.inflight.get(p.packetId);
   if (entry === undefined || entry.state !== "pubrel") return;
+  client.lastAck = client.lastRead;
   session.deleteInflight(p.packetId);
   if (session.persistent) {
     broker.persistOutboundDelete(session, entry.seq);

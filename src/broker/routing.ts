@@ -170,12 +170,14 @@ export function deliver(
   }
   if (client === undefined && !session.persistent) return;
   const limits = broker.config.server;
-  // A live subscriber (connected, read within 2 s) gets publishers paused for it (below) and may overshoot
-  // the message limit by what is already read from their sockets: up to 10x. The byte limit always holds.
-  // "Now" is when the publisher's chunk was read, which is close enough for a 2 s test and saves a clock
-  // read per queued message; wills and $SYS messages have no publisher and read the clock.
+  // A live subscriber (connected, and acknowledged a message, or connected, within the last 2 s) gets
+  // publishers paused for it (below) and may overshoot the message limit by what is already read from their
+  // sockets: up to 10x. The byte limit always holds. One that only pings or publishes is not live: it loses
+  // its own messages beyond the limit instead of slowing its publishers and their other subscribers. "Now" is
+  // when the publisher's chunk was read, which is close enough for a 2 s test and saves a clock read per
+  // queued message; wills and $SYS messages have no publisher and read the clock.
   const now = broker.currentPublisher?.lastRead ?? Date.now();
-  const live = client !== undefined && now - client.lastRead < 2000;
+  const live = client !== undefined && now - client.lastAck < 2000;
   const maxMessages = live ? limits.max_queued_messages * 10 : limits.max_queued_messages;
   if (
     session.queuedCount >= maxMessages ||
@@ -196,7 +198,7 @@ export function deliver(
   session.enqueue(entry);
   if (session.persistent) broker.persistOutbound(session, entry);
   if (client !== undefined && session.queuedCount >= broker.queueHighWater) {
-    // Flow control: a live subscriber that is acknowledging (read within the last 2 s) but slower than its
+    // Flow control: a live subscriber that is acknowledging (within the last 2 s) but slower than its
     // publishers makes the publishing client pause reading, instead of its queue overflowing. A stuck
     // subscriber is not waited for: it only loses its own messages (queue_full).
     const publisher = broker.currentPublisher;

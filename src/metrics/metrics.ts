@@ -116,6 +116,11 @@ const M = {
     type: "counter",
     help: "CONNECT attempts refused for a bad username or password or as not authorized.",
   },
+  publisherPauses: {
+    name: "mqtt_publisher_pauses_total",
+    type: "counter",
+    help: "Times a publisher's socket was paused because a subscriber it feeds fell behind (flow control).",
+  },
   storeCommits: { name: "mqtt_store_commits_total", type: "counter", help: "Store commits." },
   storeMutations: {
     name: "mqtt_store_mutations_total",
@@ -169,6 +174,8 @@ export class BrokerMetrics {
   };
   /** CONNECTs refused for bad username / password or not authorized. */
   authFailures = 0;
+  /** Publisher sockets paused for a subscriber that fell behind. */
+  publisherPauses = 0;
   /** ms since the epoch when the broker started. */
   startedAt: number = Date.now();
   /**
@@ -268,6 +275,7 @@ export function renderPrometheus(m: BrokerMetrics, g: GaugeSource, store?: Store
   single(out, M.sessions, g.sessions());
   labelled(out, M.messagesDropped, "reason", DROP_REASONS.map((r) => [r, m.dropped[r]]));
   single(out, M.authFailures, m.authFailures);
+  single(out, M.publisherPauses, m.publisherPauses);
   single(out, M.storeCommits, store?.commits ?? 0);
   single(out, M.storeMutations, store?.mutations ?? 0);
   single(out, M.storeCommitFailures, store?.failures ?? 0);

@@ -603,3 +603,75 @@ Deno.test("connect timeout: a socket that never sends CONNECT is closed", async 
     await b.stop();
   }
 });
+
+Deno.test("flow control: a subscriber that acknowledges slowly pauses its publishers; one that only pings does not", async () => {
+  const b = await startBroker({ server: { max_queued_messages: 100, max_inflight: 10 } });
+  try {
+    const publishAll = async (pub: RawClient, topic: string, n: number) => {
+      for (let i = 0; i < n; i++) {
+        pub.send({
+          type: 3,
+          topic,
+          payload: te(`m${i}`),
+          qos: 1,
+          retain: false,
+          dup: false,
+          packetId: i + 1,
+        });
+      }
+      await waitFor(() => pub.received.filter((p) => p.type === 4).length === n, `${n} PUBACKs`);
+      pub.received.length = 0;
+    };
+    // Acknowledges one message every 3 ms: its queue passes half the limit, so the publisher is paused
+    // instead of the subscriber losing messages.
+    const slow = await RawClient.connect(b.port, { clientId: "fc-slow", clean: false });
+    await slow.subscribe("fc/slow", 1);
+    let acking = true;
+    const acker = (async () => {
+      const seen: string[] = [];
+      while (acking) {
+        const p = slow.received.find((q) => q.type === 3) as PublishPacket | undefined;
+        if (p === undefined) {
+          await delay(3);
+          continue;
+        }
+        slow.received.splice(slow.received.indexOf(p), 1);
+        seen.push(td(p.payload));
+        slow.send({ type: 4, packetId: p.packetId! });
+        await delay(3);
+      }
+      return seen;
+    })();
+    const pub = await RawClient.connect(b.port, { clientId: "fc-pub" });
+    await publishAll(pub, "fc/slow", 300);
+    await waitFor(() => b.broker.sessions.get("fc-slow")!.queuedCount === 0, "the slow queue drained", 10000);
+    await delay(100);
+    acking = false;
+    const seen = await acker;
+    assert.equal(seen.length, 300, "nothing dropped for a subscriber that keeps acknowledging");
+    assert.equal(b.broker.metrics.dropped.queue_full, 0);
+    const pauses = b.broker.metrics.publisherPauses;
+    assert.ok(pauses > 0, "the publisher was paused for it");
+
+    // Never acknowledges but pings: once its first 2 s are over, it is not waited for. It keeps its window and
+    // its queue limit, and loses the rest.
+    const stuck = await RawClient.connect(b.port, { clientId: "fc-stuck", clean: false });
+    await stuck.subscribe("fc/stuck", 1);
+    const pinger = setInterval(() => stuck.send({ type: 12 }), 300);
+    try {
+      await delay(2200);
+      await publishAll(pub, "fc/stuck", 300);
+      assert.equal(
+        b.broker.metrics.publisherPauses,
+        pauses,
+        "no pause for a subscriber that does not acknowledge",
+      );
+      assert.equal(b.broker.metrics.dropped.queue_full, 300 - 10 - 100);
+    } finally {
+      clearInterval(pinger);
+    }
+    await Promise.all([slow.close(), stuck.close(), pub.close()]);
+  } finally {
+    await b.stop();
+  }
+});

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { RawClient, startBroker, te, type TestBroker } from "../helpers.ts";
+import { delay, RawClient, startBroker, te, type TestBroker } from "../helpers.ts";
 
 /** A healthy client must still get service after each violation. */
 async function assertStillServing(b: TestBroker): Promise<void> {
@@ -93,6 +93,13 @@ const violations: { name: string; bytes: number[]; afterConnect: boolean; log: R
     log: /TopicNameInvalid/,
   },
   {
+    // Read as a "PUBACK" header announcing 32 bytes, it would wait for connect_timeout (10 s) for the rest.
+    name: "an HTTP request instead of CONNECT is refused at its first byte",
+    bytes: [...new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")],
+    afterConnect: false,
+    log: /disconnecting client .*first packet must be CONNECT, got first byte 0x47/,
+  },
+  {
     name: "PUBACK with truncated packet id, then close",
     bytes: [0x40, 0x01, 0x00],
     afterConnect: true,
@@ -114,6 +121,24 @@ for (const v of violations) {
     }
   });
 }
+
+Deno.test("keep-alive counts whole packets: bytes trickling in without completing one do not keep a client", async () => {
+  const b = await startBroker();
+  try {
+    const c = await RawClient.connect(b.port, { keepAlive: 1 });
+    // The start of a 100-byte PUBLISH, then a byte every 200 ms: the packet would take 20 s to complete.
+    await c.sendBytes(new Uint8Array([0x30, 100, 0, 3, 0x61]));
+    const started = Date.now();
+    while (!c.closed && Date.now() - started < 6000) {
+      await c.sendBytes(new Uint8Array([0x62]));
+      await delay(200);
+    }
+    assert.equal(c.closed, true, "still open 6 s into a trickle with a keep-alive of 1 s");
+    assert.ok(b.logs.some((l) => /reason=KeepAliveTimeout/.test(l)), b.logs.join("\n"));
+  } finally {
+    await b.stop();
+  }
+});
 
 Deno.test("truncated packet: the connection stays open waiting for the rest, then a close is clean", async () => {
   const b = await startBroker();

@@ -162,6 +162,10 @@ Deno.test("a CONNECT trickled one byte per 100 ms works within connect_timeout a
       })(),
     ]);
     assert.equal(b.broker.connections.size, 1);
+    assert.ok(
+      b.logs.some((l) => /closing connection .*reason="?no CONNECT within 3 s/.test(l)),
+      `no log line for the connect timeout in:\n${b.logs.join("\n")}`,
+    );
     await Promise.all([a.close(), z.close()]);
   } finally {
     await b.stop();
