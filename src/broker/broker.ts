@@ -303,10 +303,12 @@ export class Broker {
 
   /**
    * Sends an acknowledgement once everything applied to the store so far is committed; acks of one client
-   * keep their order (§4.6). Without pending writes it is sent at once.
+   * keep their order (§4.6). Without pending writes it is sent at once. True when it waits.
    */
-  sendAfterCommit(client: Client, bytes: Uint8Array, type: number): void {
-    if (!this.#deferred(client, bytes)) client.sendBytes(bytes, type);
+  sendAfterCommit(client: Client, bytes: Uint8Array, type: number): boolean {
+    if (this.#deferred(client, bytes)) return true;
+    client.sendBytes(bytes, type);
+    return false;
   }
 
   /**

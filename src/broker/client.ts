@@ -50,6 +50,12 @@ export class Client {
   /** Outbound Topic Aliases we assigned, by topic; limited by the client's Topic Alias Maximum. */
   aliasesOut?: Map<string, number>;
   aliasOutMax = 0;
+  /**
+   * While above 0, deliveries to this client wait (QoS 1/2 in the session queue, QoS 0 behind the pending
+   * acks) so that messages held for a store commit keep their place: retained messages of a SUBSCRIBE whose
+   * SUBACK waits (subscribe.ts). Counts the open holds and the held deliveries not yet sent.
+   */
+  holdSends = 0;
   /** In-flight messages of the session not resent yet after the reconnect, beyond the window (routing.ts). */
   resendBacklog?: OutEntry[];
   /** Inbound QoS 1/2 PUBLISHes not yet acknowledged, for our Receive Maximum (§4.9). */

@@ -151,7 +151,16 @@ export function deliver(
 ): void {
   const client = session.client;
   if (qos === 0) {
-    if (client !== undefined) sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
+    if (client === undefined) return;
+    if (client.holdSends === 0) sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
+    else {
+      // Held (subscribe.ts): in its place among the client's waiting packets, and holding what comes next.
+      client.holdSends++;
+      broker.runAfterCommit(client, () => {
+        client.holdSends--;
+        sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
+      });
+    }
     return;
   }
   const entry: OutEntry = {
@@ -164,7 +173,10 @@ export function deliver(
     packetId: 0,
     share,
   };
-  if (client !== undefined && session.queuedCount === 0 && session.inflight.size < client.sendQuota) {
+  if (
+    client !== undefined && session.queuedCount === 0 && session.inflight.size < client.sendQuota &&
+    client.holdSends === 0
+  ) {
     startSending(broker, session, client, entry, false);
     return;
   }
@@ -197,6 +209,16 @@ export function deliver(
   if (client === undefined) keepLong(msg);
   session.enqueue(entry);
   if (session.persistent) broker.persistOutbound(session, entry);
+  if (client !== undefined && client.holdSends > 0) {
+    // Held (subscribe.ts): it goes out in its place among the client's waiting packets, and holds what comes
+    // after it until then.
+    const seq = entry.seq;
+    client.holdSends++;
+    broker.runAfterCommit(client, () => {
+      client.holdSends--;
+      if (session.client === client) pumpThrough(broker, session, client, seq);
+    });
+  }
   if (client !== undefined && session.queuedCount >= broker.queueHighWater) {
     // Flow control: a live subscriber that is acknowledging (within the last 2 s) but slower than its
     // publishers makes the publishing client pause reading, instead of its queue overflowing. A stuck
@@ -299,7 +321,15 @@ export function pumpIfWaiting(broker: Broker, session: Session, client: Client):
 /** Sends queued messages while the client's window has room (after an ack or a reconnect). */
 export function pump(broker: Broker, session: Session): void {
   const client = session.client;
-  if (client === undefined) return;
+  if (client === undefined || client.holdSends > 0) return; // the hold's end pumps (subscribe.ts)
+  pumpThrough(broker, session, client, Infinity);
+}
+
+/**
+ * Like {@link pump}, for queued messages up to sequence number `lastSeq` only, and regardless of a hold: a
+ * message delivered during a hold sends itself this way, in its place behind the held ones (deliver).
+ */
+function pumpThrough(broker: Broker, session: Session, client: Client, lastSeq: number): void {
   const backlog = client.resendBacklog;
   if (backlog !== undefined) {
     // In-flight messages not yet resent after the reconnect go first, in their order (§4.6); they count in
@@ -313,8 +343,9 @@ export function pump(broker: Broker, session: Session): void {
   }
   let now = 0; // read once, and only if a queued message has an expiry
   while (session.inflight.size < client.sendQuota) {
-    const entry = session.dequeue();
-    if (entry === undefined) break;
+    const head = session.peek();
+    if (head === undefined || head.seq > lastSeq) break;
+    const entry = session.dequeue()!;
     if (entry.msg.expiresAt !== undefined && entry.msg.expiresAt <= (now ||= Date.now())) {
       // §3.3.2.3.3: an expired message is not delivered.
       broker.metrics.dropped.expired++;

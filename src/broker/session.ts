@@ -157,6 +157,11 @@ export class Session {
     this.queuedBytes += entry.msg.payload.length;
   }
 
+  /** The oldest queued entry, left in the queue. */
+  peek(): OutEntry | undefined {
+    return this.#queueHead < this.#queue.length ? this.#queue[this.#queueHead] : undefined;
+  }
+
   /** Removes and returns the oldest queued entry. */
   dequeue(): OutEntry | undefined {
     const queue = this.#queue;

@@ -1,7 +1,7 @@
 /**
  * SUBSCRIBE (§3.8) and UNSUBSCRIBE (§3.10): per-filter validation and authorization, granted QoS capped by
  * `qos.max_qos`, Subscription Options (No Local, Retain As Published, Retain Handling), Subscription
- * Identifiers, shared subscriptions, and retained messages sent after the SUBACK.
+ * Identifiers, shared subscriptions, and retained messages sent after the SUBACK, ahead of live ones.
  *
  * @module
  */
@@ -61,10 +61,18 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
   }
   if (session.persistent) broker.persist({ op: "session.put", session: broker.sessionRecord(session) });
   const suback = broker.encodeFor(client, { type: 9, packetId: p.packetId, reasonCodes: codes });
-  broker.sendAfterCommit(client, suback, 9);
-  if (retainedToSend.length > 0) {
-    broker.runAfterCommit(client, () => sendRetained(broker, client, retainedToSend));
+  if (!broker.sendAfterCommit(client, suback, 9)) {
+    if (retainedToSend.length > 0) sendRetained(broker, client, retainedToSend);
+    return;
   }
+  if (retainedToSend.length === 0) return;
+  // The SUBACK waits for the store. The retained messages are taken now and held behind it, and so is
+  // everything else for this client meanwhile (routing.ts, `holdSends`): a live message published in the
+  // wait must not overtake them and leave the subscriber with a stale retained value as the last word.
+  // Each held message sends itself in its place (routing.ts, deliver); the hold ends after the last retained one.
+  client.holdSends++;
+  sendRetained(broker, client, retainedToSend);
+  broker.runAfterCommit(client, () => client.holdSends--);
 }
 
 function sendRetained(

@@ -675,3 +675,55 @@ Deno.test("flow control: a subscriber that acknowledges slowly pauses its publis
     await b.stop();
   }
 });
+
+Deno.test("kv store: retained messages of a SUBSCRIBE come before live ones published while its SUBACK waits", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-retained-order-" });
+  const b = await startBroker({ storage: { backend: "kv", path: `${dir}/mqtt.db` } });
+  try {
+    const pub = await RawClient.connect(b.port);
+    pub.send({ type: 3, topic: "ro/t", payload: te("old"), qos: 1, retain: true, dup: false, packetId: 1 });
+    await pub.expect(4);
+    // A persistent session: its SUBACK waits for the subscription's commit. A live message on the topic
+    // arrives in the same segment, so it is routed while that commit is pending.
+    const sub = await RawClient.connect(b.port, { clientId: "ro-sub", clean: false });
+    const subscribe = encode({
+      type: 8,
+      packetId: 5,
+      subscriptions: [{
+        topicFilter: "ro/#",
+        qos: 1,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
+    }, 4);
+    const live = encode(
+      { type: 3, topic: "ro/t", payload: te("live"), qos: 0, retain: false, dup: false },
+      4,
+    );
+    const live1 = encode({
+      type: 3,
+      topic: "ro/u",
+      payload: te("live1"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 9,
+    }, 4);
+    await sub.sendBytes(new Uint8Array([...subscribe, ...live, ...live1]));
+    await waitFor(
+      () => sub.received.filter((p) => p.type === 3).length === 3,
+      "the retained and two live messages",
+    );
+    const order = sub.received.filter((p) => p.type === 9 || p.type === 3).map((p) =>
+      p.type === 9
+        ? "SUBACK"
+        : `${td((p as PublishPacket).payload)}${(p as PublishPacket).retain ? " retained" : ""}`
+    );
+    assert.deepEqual(order, ["SUBACK", "old retained", "live", "live1"]);
+    await Promise.all([pub.close(), sub.close()]);
+  } finally {
+    await b.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
