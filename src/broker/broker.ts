@@ -87,6 +87,9 @@ export class Broker {
   /** The client whose PUBLISH is being routed right now (for flow control). */
   currentPublisher?: Client;
   /** Queue length of a live session above which its publishers pause; and where they resume. */
+  /** `server.max_queued_messages` and `server.max_queued_bytes` per session, Infinity for 0 (no limit). */
+  readonly maxQueuedMessages: number;
+  readonly maxQueuedBytes: number;
   queueHighWater: number;
   queueLowWater: number;
   #metricsServer?: { port: number; close(): Promise<void> };
@@ -102,11 +105,12 @@ export class Broker {
     this.store = options.store;
     this.logger = options.logger;
     this.receiveMaximum = Math.min(65535, options.config.server.max_inflight);
+    // 0 means no limit, as in Mosquitto's max_queued_messages / max_queued_bytes.
+    const server = options.config.server;
+    this.maxQueuedMessages = server.max_queued_messages === 0 ? Infinity : server.max_queued_messages;
+    this.maxQueuedBytes = server.max_queued_bytes === 0 ? Infinity : server.max_queued_bytes;
     // Pausing early keeps queues (latency, memory) short; the subscriber is the bottleneck either way.
-    this.queueHighWater = Math.max(
-      1,
-      Math.min(1000, Math.floor(options.config.server.max_queued_messages / 2)),
-    );
+    this.queueHighWater = Math.max(1, Math.min(1000, Math.floor(this.maxQueuedMessages / 2)));
     this.queueLowWater = Math.floor(this.queueHighWater / 2);
   }
 

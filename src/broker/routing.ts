@@ -181,7 +181,6 @@ export function deliver(
     return;
   }
   if (client === undefined && !session.persistent) return;
-  const limits = broker.config.server;
   // A live subscriber (connected, and acknowledged a message, or connected, within the last 2 s) gets
   // publishers paused for it (below) and may overshoot the message limit by what is already read from their
   // sockets: up to 10x. The byte limit always holds. One that only pings or publishes is not live: it loses
@@ -190,10 +189,10 @@ export function deliver(
   // queued message; wills and $SYS messages have no publisher and read the clock.
   const now = broker.currentPublisher?.lastRead ?? Date.now();
   const live = client !== undefined && now - client.lastAck < 2000;
-  const maxMessages = live ? limits.max_queued_messages * 10 : limits.max_queued_messages;
+  const maxMessages = live ? broker.maxQueuedMessages * 10 : broker.maxQueuedMessages;
   if (
     session.queuedCount >= maxMessages ||
-    session.queuedBytes + msg.payload.length > limits.max_queued_bytes
+    session.queuedBytes + msg.payload.length > broker.maxQueuedBytes
   ) {
     broker.metrics.dropped.queue_full++;
     if (!session.dropLogged) {

@@ -133,14 +133,14 @@ export const SCHEMA: ConfigSchema = {
       default: 1000,
       min: 0,
       max: INT32_MAX,
-      doc: "messages queued per session beyond the in-flight window",
+      doc: "messages queued per session beyond the in-flight window; 0 = no limit (as in Mosquitto)",
     },
     max_queued_bytes: {
       kind: "integer",
       default: 16777216,
       min: 0,
       max: Number.MAX_SAFE_INTEGER,
-      doc: "payload bytes queued per session",
+      doc: "payload bytes queued per session; 0 = no limit",
     },
     max_output_buffer: {
       kind: "integer",

@@ -727,3 +727,31 @@ Deno.test("kv store: retained messages of a SUBSCRIBE come before live ones publ
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("server.max_queued_messages 0 is no limit (as in Mosquitto); max_queued_bytes still holds", async () => {
+  const b = await startBroker({ server: { max_queued_messages: 0, max_queued_bytes: 100 } });
+  try {
+    const sub = await RawClient.connect(b.port, { clientId: "mq0", clean: false });
+    await sub.subscribe("mq0/#", 1);
+    await sub.close();
+    const pub = await RawClient.connect(b.port);
+    for (let i = 0; i < 12; i++) {
+      // 12 messages of 10 bytes: the first 10 fit in 100 bytes, the last two do not.
+      pub.send({
+        type: 3,
+        topic: "mq0/t",
+        payload: te(`message-${i.toString().padStart(2, "0")}`.slice(0, 10)),
+        qos: 1,
+        retain: false,
+        dup: false,
+        packetId: i + 1,
+      });
+      await pub.expect(4);
+    }
+    assert.equal(b.broker.sessions.get("mq0")!.queuedCount, 10);
+    assert.equal(b.broker.metrics.dropped.queue_full, 2);
+    await pub.close();
+  } finally {
+    await b.stop();
+  }
+});
