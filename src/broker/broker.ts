@@ -432,6 +432,9 @@ export class Broker {
       expiryInterval: session.expiryInterval,
       disconnectedAt: session.disconnectedAt,
       subscriptions: [...session.subscriptions.values()],
+      username: session.username,
+      will: session.will,
+      willDueAt: session.willDueAt,
     };
   }
 

@@ -8,6 +8,7 @@
 import { parseSharedFilter } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import type { Message } from "./message.ts";
+import { publishWill } from "./will.ts";
 import { MAYBE_SENT, NEVER_EXPIRES, type OutEntry, packetIdOfSeq, Session } from "./session.ts";
 
 /** Loads everything from the store into the broker and logs what it restored. */
@@ -29,6 +30,7 @@ export async function restore(broker: Broker): Promise<void> {
   }
   let sessions = 0;
   const connectedAtCrash: Session[] = [];
+  const endedWills: Session[] = [];
   let endedSessions = 0;
   for (const record of state.sessions) {
     const ended = record.expiryInterval !== NEVER_EXPIRES &&
@@ -36,6 +38,14 @@ export async function restore(broker: Broker): Promise<void> {
     if (discardSessions || ended || record.expiryInterval === 0) {
       broker.persist({ op: "session.delete", clientId: record.clientId });
       endedSessions++;
+      if (record.will !== undefined && !discardSessions) {
+        // A session that ended while the broker was down takes its will along: published at its end at the
+        // latest (§3.1.3.2.2), here once everything else is restored.
+        const gone = new Session(record.clientId);
+        gone.username = record.username;
+        gone.will = record.will;
+        endedWills.push(gone);
+      }
       continue;
     }
     const session = new Session(record.clientId);
@@ -43,7 +53,17 @@ export async function restore(broker: Broker): Promise<void> {
     session.protocolVersion = record.protocolVersion;
     // Time offline counts from the last disconnect, or from now if the broker stopped while connected.
     session.disconnectedAt = record.disconnectedAt ?? now;
-    if (record.disconnectedAt === undefined) connectedAtCrash.push(session);
+    session.username = record.username;
+    session.will = record.will;
+    session.willDueAt = record.willDueAt;
+    if (record.disconnectedAt === undefined) {
+      connectedAtCrash.push(session);
+      // The broker went down with the client connected: that connection ended without a DISCONNECT, so its
+      // will is due after its Will Delay Interval from now (never after the session ends); the once-a-second
+      // sweep publishes it once everything is restored (§3.1.2.5).
+      const delay = record.will?.properties?.willDelayInterval ?? 0;
+      if (record.will !== undefined) session.willDueAt = now + Math.min(delay, record.expiryInterval) * 1000;
+    }
     for (const sub of record.subscriptions) {
       session.setSubscription(sub.filter, sub);
       broker.tree.add(session, sub, parseSharedFilter(sub.filter) ?? undefined);
@@ -140,6 +160,7 @@ export async function restore(broker: Broker): Promise<void> {
     if (session) session.addIncoming(packetId);
     else broker.persist({ op: "incoming.delete", clientId, packetId });
   }
+  for (const session of endedWills) publishWill(broker, session);
   if (broker.pendingWrites) await broker.store.flush();
   broker.logger.info("store restored", {
     backend: broker.config.storage.backend,

@@ -18,6 +18,12 @@ export function publishWill(broker: Broker, session: Session): void {
   session.will = undefined;
   session.willDueAt = undefined;
   if (will === undefined) return;
+  // The stored session must not bring it back after a restart (a session that ends is deleted after this).
+  if (
+    session.persistent && session.client === undefined && broker.sessions.get(session.clientId) === session
+  ) {
+    broker.persist({ op: "session.put", session: broker.sessionRecord(session) });
+  }
   // CONNECT refuses both; a will restored from an older store, or an ACL reloaded since, is held to them here.
   if (
     isSysTopic(will.topic) ||

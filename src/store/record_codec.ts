@@ -336,6 +336,9 @@ export function decodeRetained(value: Uint8Array): StoredMessage {
 
 // Session flag bits.
 const S_DISCONNECTED = 0x01;
+const S_WILL = 0x02;
+const S_WILL_DUE = 0x04;
+const S_USERNAME = 0x08;
 // Subscription flag bits (qos in bits 0-1, retain handling in bits 4-5).
 const SUB_NO_LOCAL = 0x04;
 const SUB_RAP = 0x08;
@@ -343,12 +346,20 @@ const SUB_ID = 0x40;
 
 /** Encodes a session record. */
 export function encodeSession(s: SessionRecord): Uint8Array {
-  const w = new Writer(32 + s.clientId.length * 3 + s.subscriptions.length * 24);
+  const will = s.will;
+  const w = new Writer(
+    32 + s.clientId.length * 3 + s.subscriptions.length * 24 + (s.username?.length ?? 0) * 3 +
+      (will ? messageSizeHint(will as StoredMessage) : 0),
+  );
   w.u8(TAG_RECORD);
   w.string(s.clientId);
   w.u8(s.protocolVersion);
   w.varint(s.expiryInterval);
-  w.u8(s.disconnectedAt !== undefined ? S_DISCONNECTED : 0);
+  let flags = s.disconnectedAt !== undefined ? S_DISCONNECTED : 0;
+  if (will !== undefined) flags |= S_WILL;
+  if (s.willDueAt !== undefined) flags |= S_WILL_DUE;
+  if (s.username !== undefined) flags |= S_USERNAME;
+  w.u8(flags);
   if (s.disconnectedAt !== undefined) w.f64(s.disconnectedAt);
   w.varint(s.subscriptions.length);
   for (const sub of s.subscriptions) {
@@ -360,6 +371,10 @@ export function encodeSession(s: SessionRecord): Uint8Array {
     w.u8(flags);
     if (sub.subscriptionId !== undefined) w.varint(sub.subscriptionId);
   }
+  // After the subscriptions, so records written before these fields existed read the same.
+  if (s.username !== undefined) w.string(s.username);
+  if (will !== undefined) writeMessage(w, { ...will, receivedAt: 0 });
+  if (s.willDueAt !== undefined) w.f64(s.willDueAt);
   return w.finish();
 }
 
@@ -390,6 +405,9 @@ export function decodeSession(value: Uint8Array): SessionRecord {
     if (f & SUB_ID) sub.subscriptionId = r.varint();
     subscriptions.push(sub);
   }
+  const username = flags & S_USERNAME ? r.string() : undefined;
+  const willMessage = flags & S_WILL ? readMessage(r) : undefined;
+  const willDueAt = flags & S_WILL_DUE ? r.f64() : undefined;
   r.end(`session ${clientId}`);
   const s: SessionRecord = {
     clientId,
@@ -398,6 +416,14 @@ export function decodeSession(value: Uint8Array): SessionRecord {
     subscriptions,
   };
   if (disconnectedAt !== undefined) s.disconnectedAt = disconnectedAt;
+  if (username !== undefined) s.username = username;
+  if (willMessage !== undefined) {
+    const { topic, payload, qos, retain, properties } = willMessage;
+    // A copy: the payload read is a view into the value, and a will may wait for days.
+    s.will = { topic, payload: payload.slice(), qos, retain };
+    if (properties !== undefined) s.will.properties = properties;
+  }
+  if (willDueAt !== undefined) s.willDueAt = willDueAt;
   return s;
 }
 

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { Properties, QoS } from "../mqtt/types.ts";
+import type { Properties, QoS, Will } from "../mqtt/types.ts";
 
 /** A message as kept by the store (queued, in flight or retained). */
 export interface StoredMessage {
@@ -50,6 +50,15 @@ export interface SessionRecord {
   /** ms since the epoch of the last disconnect; undefined while connected. */
   disconnectedAt?: number;
   subscriptions: SubscriptionRecord[];
+  /** User name of the last connection (ACL checks on deliveries and the will while offline). */
+  username?: string;
+  /**
+   * The Will Message of the current connection, or of the last one while its Will Delay Interval runs: it
+   * is published after a restart if the broker stopped before it was due, or crashed with the client connected.
+   */
+  will?: Will;
+  /** When the delayed will is due, ms since the epoch. */
+  willDueAt?: number;
 }
 
 /**

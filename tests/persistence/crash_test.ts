@@ -452,3 +452,77 @@ Deno.test("SIGKILL after a message from the queue went out under an id not of it
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("wills of persistent sessions survive a restart: a delayed one pending at a stop, one connected at a kill", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-crash-will-" });
+  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`];
+  let broker = await spawnBroker(store);
+  const connect5 = async (clientId: string, extra: Record<string, unknown> = {}) => {
+    const c = await RawClient.open(broker.port, 5);
+    c.send({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 5,
+      clean: false,
+      keepAlive: 60,
+      clientId,
+      properties: { sessionExpiryInterval: 600 },
+      ...extra,
+    } as Packet);
+    assert.equal(((await c.expect(2)) as ConnackPacket).reasonCode, 0);
+    return c;
+  };
+  const will = (topic: string, willDelayInterval: number) => ({
+    will: { topic, payload: te(`gone ${topic}`), qos: 1, retain: false, properties: { willDelayInterval } },
+  });
+  try {
+    const watcher = await connect5("will-watcher");
+    watcher.send({
+      type: 8,
+      packetId: 1,
+      subscriptions: [{
+        topicFilter: "wl/#",
+        qos: 1,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+      }],
+    });
+    await watcher.expect(9);
+    await watcher.close();
+    // Drops its connection; its will is due in 2 s, and the broker stops (SIGTERM) before then.
+    const delayed = await connect5("will-delayed", will("wl/delayed", 2));
+    await delayed.close();
+    await delay(100);
+    assert.equal(await broker.terminate(), 0);
+    broker = await spawnBroker(store);
+    const back = await connect5("will-watcher");
+    const first = (await back.expect(3, 5000)) as PublishPacket;
+    assert.equal(td(first.payload), "gone wl/delayed");
+    back.send({ type: 4, packetId: first.packetId! });
+
+    // Connected when the broker is killed: the connection ended without DISCONNECT, so after the restart its
+    // will goes out (delay 0: at the first sweep).
+    const connected = await connect5("will-connected", will("wl/connected", 0));
+    await delay(100);
+    await broker.kill();
+    await Promise.all([back.close(), connected.close()]);
+    broker = await spawnBroker(store);
+    const again = await connect5("will-watcher");
+    const second = (await again.expect(3, 5000)) as PublishPacket;
+    assert.equal(td(second.payload), "gone wl/connected");
+    again.send({ type: 4, packetId: second.packetId! });
+    await delay(300); // the acknowledgement and the published will are committed
+
+    // Published wills do not come back after one more restart.
+    await broker.kill();
+    await again.close();
+    broker = await spawnBroker(store);
+    const last = await connect5("will-watcher");
+    await last.expectNone(3, 2000);
+    await last.close();
+  } finally {
+    await broker.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

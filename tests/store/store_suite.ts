@@ -146,6 +146,15 @@ export function storeSuite(h: StoreHarness): void {
           },
           { filter: "$share/g/x/#", qos: 0, noLocal: false, retainAsPublished: false, retainHandling: 1 },
         ],
+        username: "ünïcode user",
+        will: {
+          topic: "wills/client-1",
+          payload: new Uint8Array(70_000).fill(7), // more than one value: chunked in kv
+          qos: 1,
+          retain: true,
+          properties: { willDelayInterval: 30, contentType: "text/plain", userProperties: [["a", "b"]] },
+        },
+        willDueAt: 1_700_000_153_456,
       };
       const retained = message("r/1", "retained", {
         qos: 2,
