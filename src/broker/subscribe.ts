@@ -84,9 +84,13 @@ function sendRetained(
   if (session === undefined || session.client !== client) return;
   const now = Date.now();
   const acl = broker.acl;
+  let expired: string[] | undefined;
   for (const { sub, filter } of list) {
     broker.retained.forEachMatch(filter, (msg: StoredMessage) => {
-      if (msg.expiresAt !== undefined && msg.expiresAt <= now) return;
+      if (msg.expiresAt !== undefined && msg.expiresAt <= now) {
+        (expired ??= []).push(msg.topic);
+        return;
+      }
       if (acl !== undefined && !acl.canRead(client.username, client.clientId, msg.topic)) return;
       const qos = (msg.qos < sub.qos ? msg.qos : sub.qos) as QoS;
       // Retained messages sent because of a new subscription carry RETAIN 1 (§3.3.1.3).
@@ -99,6 +103,15 @@ function sendRetained(
         sub.subscriptionId === undefined ? undefined : [sub.subscriptionId],
       );
     });
+  }
+  // Expired retained messages met on the way are dropped for good (§3.3.2.3.3), from the store too.
+  if (expired !== undefined) {
+    for (const topic of new Set(expired)) {
+      const msg = broker.retained.get(topic);
+      if (msg?.expiresAt !== undefined && msg.expiresAt <= now) {
+        broker.setRetained({ ...msg, payload: new Uint8Array(0) });
+      }
+    }
   }
 }
 

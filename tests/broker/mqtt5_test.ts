@@ -358,6 +358,9 @@ Deno.test("Message Expiry: expired messages are not delivered; the remaining int
     assert.equal(retained.topic, "mxr/long");
     assert.equal(retained.retain, true);
     assert.ok((retained.properties?.messageExpiryInterval ?? 99) <= 9);
+    // ... and it is gone from the retained store, not only skipped.
+    assert.equal(b.broker.retained.get("mxr/short"), undefined);
+    assert.notEqual(b.broker.retained.get("mxr/long"), undefined);
     await Promise.all([back.c.close(), pub.c.close()]);
   } finally {
     await b.stop();
