@@ -351,7 +351,9 @@ export function handleDisconnect(broker: Broker, client: Client, p: DisconnectPa
   const session = client.session!;
   const newExpiry = p.properties?.sessionExpiryInterval;
   if (client.version === 5 && newExpiry !== undefined) {
-    if (session.expiryInterval === 0 && newExpiry > 0) {
+    const maxExpiry = broker.config.server.max_session_expiry;
+    // With a maximum of 0 every session had its interval capped to 0, whatever the CONNECT asked.
+    if (session.expiryInterval === 0 && newExpiry > 0 && maxExpiry > 0) {
       // §3.14.2.2.2: a session that was to end cannot be extended at disconnect.
       client.disconnect(
         ReasonCode.ProtocolError,
@@ -359,7 +361,7 @@ export function handleDisconnect(broker: Broker, client: Client, p: DisconnectPa
       );
       return;
     }
-    session.expiryInterval = Math.min(newExpiry, broker.config.server.max_session_expiry);
+    session.expiryInterval = Math.min(newExpiry, maxExpiry);
     if (!session.persistent) broker.persist({ op: "session.delete", clientId: session.clientId });
   }
   // Only 0x00 Normal disconnection discards the will (MQTT-3.14.4-3, MQTT-3.1.2-8): 0x04 "Disconnect with Will

@@ -287,6 +287,17 @@ Deno.test("Session Expiry Interval 0 at CONNECT and > 0 at DISCONNECT is a proto
   } finally {
     await b.stop();
   }
+  // With server.max_session_expiry 0 the CONNECT's 60 became 0: a DISCONNECT with one is no error then.
+  const capped = await startBroker({ server: { max_session_expiry: 0 } });
+  try {
+    const { c, connack } = await connect5(capped.port, { properties: { sessionExpiryInterval: 60 } });
+    assert.equal(connack.properties?.sessionExpiryInterval, 0);
+    c.send({ type: 14, reasonCode: 0, properties: { sessionExpiryInterval: 60 } });
+    await c.expectClosed();
+    assert.equal(c.received.filter((p) => p.type === 14).length, 0, "no DISCONNECT from the server");
+  } finally {
+    await capped.stop();
+  }
 });
 
 Deno.test("Clean Start 1 discards the existing session and its queued messages", async () => {
