@@ -132,6 +132,11 @@ export class KvStore implements Store {
   get durable(): boolean {
     return this.#path !== ":memory:";
   }
+  /**
+   * The database file existed but held 0 bytes at open: SQLite takes that for a new database, so the broker
+   * starts empty. Worth a warning: a file cut to nothing is what some disk failures leave.
+   */
+  emptyFileAtOpen = false;
   /** Commits (atomic writes), physical mutations, commit latencies (s), failed batches. */
   readonly stats: StoreStats = { commits: 0, mutations: 0, latencies: [], failures: 0 };
 
@@ -187,6 +192,9 @@ export class KvStore implements Store {
         });
       }
       lock = await acquireFileLock(`${this.#path}.lock`, label);
+      try {
+        this.emptyFileAtOpen = (await Deno.stat(this.#path)).size === 0;
+      } catch { /* no file yet: a new database */ }
     }
     let kv: Deno.Kv | undefined;
     let empty = true;
@@ -802,7 +810,7 @@ export class KvStore implements Store {
         }
       }
     }
-    const atomics = pack(batch.entries.values());
+    const atomics = pack(commitOrder(batch));
     for (let i = 0; i < atomics.length; i++) {
       const atomic = kv.atomic();
       for (const m of atomics[i]) {
@@ -917,6 +925,28 @@ function mutationsOf(e: Entry): Mutation[] {
   const header = encodeChunkHeader({ count, length: e.value.length, crc: crc32(e.value) });
   out.push(setMutation(e.key, e.keyBytes, header));
   return out;
+}
+
+/**
+ * The batch's entries in the order they are committed, which matters when the batch needs more than one
+ * atomic commit and the process dies between two. The deletes of deleted sessions' keys go first, so a session
+ * started over never gets back what the old one had. Inbound QoS 2 packet ids go last, so an id is never on
+ * disk without every copy of its message: a publisher that resends after such a crash (it got no PUBREC)
+ * has its message routed again, a duplicate at worst for subscribers whose copies had landed, never a loss.
+ */
+function* commitOrder(batch: Batch): Generator<Entry> {
+  const deleted = batch.sessionDeletes;
+  const oldKeyOfDeleted = (e: Entry) => e.value === null && e.owner !== undefined && deleted.has(e.owner);
+  if (deleted.size > 0) {
+    for (const e of batch.entries.values()) if (oldKeyOfDeleted(e)) yield e;
+  }
+  let ids: Entry[] | undefined;
+  for (const e of batch.entries.values()) {
+    if (deleted.size > 0 && oldKeyOfDeleted(e)) continue;
+    if (e.value !== null && e.key[0] === Bucket.incoming) (ids ??= []).push(e);
+    else yield e;
+  }
+  if (ids !== undefined) yield* ids;
 }
 
 /**

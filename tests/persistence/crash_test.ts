@@ -187,6 +187,23 @@ Deno.test("a database locked by another running broker is a clear start-up error
   }
 });
 
+Deno.test("a database file cut to 0 bytes starts an empty broker with a warning that names it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-empty-" });
+  const path = `${dir}/mqtt.db`;
+  await Deno.writeFile(path, new Uint8Array(0));
+  const broker = await spawnBroker(["--storage.backend", "kv", "--storage.path", path]);
+  try {
+    await waitFor(() => broker.stderr().includes("empty (0-byte) file"), "the warning");
+    assert.match(
+      broker.stderr(),
+      new RegExp(`WARN .*empty \\(0-byte\\) file.*${path.replaceAll("/", "\\/")}`),
+    );
+  } finally {
+    await broker.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SIGKILL with QoS 2 in flight to an online subscriber: nothing it completed comes back, no new ids", async () => {
   // Exactly once to the subscriber (§4.3.3): the broker sends a QoS 2 PUBLISH only once its packet id is
   // committed, and PUBREL only once the "released" state is. Otherwise a crash between the two brings back

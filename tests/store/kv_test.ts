@@ -698,3 +698,48 @@ Deno.test("KvStore: records put and acknowledged in one batch are never written,
     return store;
   });
 });
+
+Deno.test("KvStore: a batch cut between its atomic commits never leaves an inbound QoS 2 id without its copies", async () => {
+  // One QoS 2 PUBLISH fanned out to 1,500 offline sessions: its packet id and 1,500 copies (one pack per
+  // session) need two atomic commits. The process "dies" after the first one: the id must not be on disk
+  // then, or the publisher's resend would be taken for a duplicate and 500 sessions would never get it.
+  const { path, cleanup } = await tempDb();
+  let commitsLeft = 1;
+  const cut = (kv: Deno.Kv): Deno.Kv =>
+    new Proxy(kv, {
+      get(target, prop) {
+        if (prop === "atomic") {
+          return () => {
+            const atomic = target.atomic();
+            const wrapper = {
+              set: (key: Deno.KvKey, value: unknown) => (atomic.set(key, value), wrapper),
+              delete: (key: Deno.KvKey) => (atomic.delete(key), wrapper),
+              commit: () => commitsLeft-- > 0 ? atomic.commit() : Promise.reject(new Error("killed")),
+            };
+            return wrapper;
+          };
+        }
+        const v = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+  const store = new KvStore({ path, openKv: async (p) => cut(await Deno.openKv(p)) });
+  try {
+    await store.open();
+    store.apply({ op: "incoming.put", clientId: "publisher", packetId: 7 });
+    for (let i = 0; i < 1500; i++) store.apply({ op: "outbound.put", record: queued(`s${i}`, 1) });
+    await assert.rejects(store.flush(), /killed/);
+    await store.close().catch(() => {});
+    const after = new KvStore({ path });
+    await after.open();
+    const state = await after.load();
+    await after.close();
+    assert.ok(
+      state.outbound.length > 0 && state.outbound.length < 1500,
+      `${state.outbound.length} copies landed`,
+    );
+    assert.deepEqual(state.incoming, [], "the packet id landed without all the copies");
+  } finally {
+    await cleanup();
+  }
+});
