@@ -157,8 +157,8 @@ export function deliver(
       // Held (subscribe.ts): in its place among the client's waiting packets, and holding what comes next.
       client.holdSends++;
       broker.runAfterCommit(client, () => {
-        client.holdSends--;
         sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
+        releaseHold(broker, session, client);
       });
     }
     return;
@@ -175,7 +175,9 @@ export function deliver(
   };
   if (
     client !== undefined && session.queuedCount === 0 && session.inflight.size < client.sendQuota &&
-    client.holdSends === 0
+    // While a hold is on, only QoS 2 to a durable session goes straight on: it waits for its own commit
+    // among the client's waiting packets anyway (sendQoS2AfterCommit).
+    (client.holdSends === 0 || (qos === 2 && session.persistent && broker.store.durable))
   ) {
     startSending(broker, session, client, entry, false);
     return;
@@ -214,8 +216,8 @@ export function deliver(
     const seq = entry.seq;
     client.holdSends++;
     broker.runAfterCommit(client, () => {
-      client.holdSends--;
       if (session.client === client) pumpThrough(broker, session, client, seq);
+      releaseHold(broker, session, client);
     });
   }
   if (client !== undefined && session.queuedCount >= broker.queueHighWater) {
@@ -284,18 +286,28 @@ function sendQoS2AfterCommit(broker: Broker, session: Session, client: Client, e
   session.setInflight(entry);
   broker.persistOutbound(session, entry);
   const packetId = entry.packetId;
+  // What comes for this client meanwhile waits behind it (a hold), so a later QoS 0 or 1 message cannot
+  // overtake it on the way.
+  client.holdSends++;
   broker.runAfterCommit(client, () => {
     // Gone meanwhile (the client left; a reconnect resends it from the in-flight table with DUP).
-    if (session.client !== client || session.inflight.get(packetId) !== entry || entry.state !== "publish") {
-      return;
+    if (session.client === client && session.inflight.get(packetId) === entry && entry.state === "publish") {
+      if (!sendEntry(broker, client, entry, false)) {
+        // Too large for this client: treated as delivered (§3.1.2.11.4).
+        session.deleteInflight(packetId);
+        broker.persistOutboundDelete(session, entry.seq);
+      }
     }
-    if (!sendEntry(broker, client, entry, false)) {
-      // Too large for this client: treated as delivered (§3.1.2.11.4).
-      session.deleteInflight(packetId);
-      broker.persistOutboundDelete(session, entry.seq);
-      pumpIfWaiting(broker, session, client);
-    }
+    releaseHold(broker, session, client);
   });
+}
+
+/**
+ * Ends one hold (subscribe.ts, sendQoS2AfterCommit, a held delivery). The last one sends what waits in the
+ * queue with room in the window: acknowledgements that came during the hold did not (pump).
+ */
+export function releaseHold(broker: Broker, session: Session, client: Client): void {
+  if (--client.holdSends === 0 && session.client === client) pumpIfWaiting(broker, session, client);
 }
 
 /** Sends an outbound QoS 1/2 entry under its packet id; false when it is too large for the client. */

@@ -12,7 +12,7 @@ import type { QoS, SubscribePacket, UnsubscribePacket } from "../mqtt/types.ts";
 import type { StoredMessage, SubscriptionRecord } from "../store/store.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
-import { deliver } from "./routing.ts";
+import { deliver, releaseHold } from "./routing.ts";
 
 /** Handles SUBSCRIBE. */
 export function handleSubscribe(broker: Broker, client: Client, p: SubscribePacket): void {
@@ -72,7 +72,7 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
   // Each held message sends itself in its place (routing.ts, deliver); the hold ends after the last retained one.
   client.holdSends++;
   sendRetained(broker, client, retainedToSend);
-  broker.runAfterCommit(client, () => client.holdSends--);
+  broker.runAfterCommit(client, () => releaseHold(broker, session, client));
 }
 
 function sendRetained(

@@ -755,3 +755,64 @@ Deno.test("server.max_queued_messages 0 is no limit (as in Mosquitto); max_queue
     await b.stop();
   }
 });
+
+Deno.test("kv store: a QoS 2 message to a persistent subscriber is not overtaken by the QoS 0 and 1 messages after it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-qos2-order-" });
+  const b = await startBroker({ qos: { max_qos: 2 }, storage: { backend: "kv", path: `${dir}/mqtt.db` } });
+  try {
+    const sub = await RawClient.connect(b.port, { clientId: "q2o-sub", clean: false });
+    await sub.subscribe("q2o/#", 2);
+    const pub = await RawClient.connect(b.port, { clientId: "q2o-pub" });
+    const order: string[] = [];
+    for (let round = 0; round < 5; round++) {
+      // The QoS 2 PUBLISH waits for its in-flight record to commit; the QoS 1 and 0 ones right behind it must
+      // wait too (they are in one segment, so they are routed while that commit is pending).
+      const q2 = encode({
+        type: 3,
+        topic: "q2o/t",
+        payload: te(`a${round}`),
+        qos: 2,
+        retain: false,
+        dup: false,
+        packetId: 1,
+      }, 4);
+      const q1 = encode({
+        type: 3,
+        topic: "q2o/t",
+        payload: te(`b${round}`),
+        qos: 1,
+        retain: false,
+        dup: false,
+        packetId: 2,
+      }, 4);
+      const q0 = encode({
+        type: 3,
+        topic: "q2o/t",
+        payload: te(`c${round}`),
+        qos: 0,
+        retain: false,
+        dup: false,
+      }, 4);
+      await pub.sendBytes(new Uint8Array([...q2, ...q1, ...q0]));
+      const got: PublishPacket[] = [];
+      while (got.length < 3) {
+        const p = (await sub.expect(3)) as PublishPacket;
+        got.push(p);
+        if (p.qos === 1) sub.send({ type: 4, packetId: p.packetId! });
+        if (p.qos === 2) sub.send({ type: 5, packetId: p.packetId! });
+      }
+      order.push(got.map((p) => td(p.payload)).join(" "));
+      await sub.expect(6); // PUBREL
+      sub.send({ type: 7, packetId: got.find((p) => p.qos === 2)!.packetId! });
+      await pub.expect(5); // PUBREC
+      pub.send({ type: 6, packetId: 1 });
+      await pub.expect(7);
+      await pub.expect(4);
+    }
+    assert.deepEqual(order, [0, 1, 2, 3, 4].map((r) => `a${r} b${r} c${r}`));
+    await Promise.all([pub.close(), sub.close()]);
+  } finally {
+    await b.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
