@@ -213,7 +213,9 @@ function afterAuthentication(
     client.aliasOutMax = props?.topicAliasMaximum ?? 0;
     expiry = Math.min(props?.sessionExpiryInterval ?? 0, config.server.max_session_expiry);
   } else {
-    expiry = p.clean ? 0 : NEVER_EXPIRES;
+    // A 3.x persistent session never expires unless the maximum says otherwise (as Mosquitto's
+    // persistent_client_expiration).
+    expiry = p.clean ? 0 : Math.min(NEVER_EXPIRES, config.server.max_session_expiry);
   }
   if (client.sendQuota > config.server.max_inflight) client.sendQuota = config.server.max_inflight;
 

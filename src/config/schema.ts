@@ -171,7 +171,8 @@ export const SCHEMA: ConfigSchema = {
       // Session Expiry Interval is a four-byte integer (§3.1.2.11.2).
       min: 0,
       max: UINT32_MAX,
-      doc: "upper bound on Session Expiry Interval, seconds",
+      doc:
+        "upper bound on Session Expiry Interval, seconds; also the lifetime of offline 3.x persistent sessions",
     },
   },
   qos: {

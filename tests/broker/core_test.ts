@@ -816,3 +816,28 @@ Deno.test("kv store: a QoS 2 message to a persistent subscriber is not overtaken
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("server.max_session_expiry also ends offline 3.1.1 persistent sessions (as persistent_client_expiration)", async () => {
+  const b = await startBroker({ server: { max_session_expiry: 1 } });
+  try {
+    const c = await RawClient.connect(b.port, { clientId: "old-311", clean: false });
+    await c.subscribe("x/#", 1);
+    await c.close();
+    await waitFor(
+      () => b.broker.sessions.has("old-311") && b.broker.sessions.get("old-311")!.client === undefined,
+      "offline",
+    );
+    await waitFor(() => !b.broker.sessions.has("old-311"), "the session expired", 4000);
+  } finally {
+    await b.stop();
+  }
+  const never = await startBroker();
+  try {
+    const c = await RawClient.connect(never.port, { clientId: "kept-311", clean: false });
+    await c.close();
+    await delay(1500);
+    assert.equal(never.broker.sessions.has("kept-311"), true, "without a maximum it stays");
+  } finally {
+    await never.stop();
+  }
+});
