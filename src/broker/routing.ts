@@ -310,6 +310,19 @@ export function releaseHold(broker: Broker, session: Session, client: Client): v
   if (--client.holdSends === 0 && session.client === client) pumpIfWaiting(broker, session, client);
 }
 
+/**
+ * The ACL once more for a message that waited (queue, or in flight across a reconnect): the ACL may have been
+ * reloaded since it was routed, or the client id is now used by another user. A refused one is dropped, from
+ * the store too, and counted.
+ */
+function mayRead(broker: Broker, session: Session, entry: OutEntry): boolean {
+  const acl = broker.acl;
+  if (acl === undefined || acl.canRead(session.username, session.clientId, entry.msg.topic)) return true;
+  broker.metrics.dropped.not_authorized++;
+  if (session.persistent) broker.persistOutboundDelete(session, entry.seq);
+  return false;
+}
+
 /** Sends an outbound QoS 1/2 entry under its packet id; false when it is too large for the client. */
 function sendEntry(broker: Broker, client: Client, entry: OutEntry, dup: boolean): boolean {
   return sendPublish(
@@ -357,6 +370,7 @@ function pumpThrough(broker: Broker, session: Session, client: Client, lastSeq: 
     const head = session.peek();
     if (head === undefined || head.seq > lastSeq) break;
     const entry = session.dequeue()!;
+    if (!mayRead(broker, session, entry)) continue;
     if (entry.msg.expiresAt !== undefined && entry.msg.expiresAt <= (now ||= Date.now())) {
       // §3.3.2.3.3: an expired message is not delivered.
       broker.metrics.dropped.expired++;
@@ -384,6 +398,8 @@ export function resendInflight(broker: Broker, session: Session, client: Client)
 function resendEntry(broker: Broker, session: Session, client: Client, entry: OutEntry): void {
   if (entry.state === "pubrel") {
     client.send({ type: 6, packetId: entry.packetId });
+  } else if (!mayRead(broker, session, entry)) {
+    session.deleteInflight(entry.packetId);
   } else if (!sendEntry(broker, client, entry, true)) {
     // Too large for the client's Maximum Packet Size of this connection: treated as delivered
     // (MQTT-3.1.2-25), or it would hold a slot of the window for good.

@@ -301,3 +301,63 @@ Deno.test("ACL: with mutual TLS and use_cn_as_username, the certificate CN is th
     await mqttEnd(c);
   }, [mtls]);
 });
+
+Deno.test("ACL: queued and in-flight messages are checked again when they go out (another user, a reloaded ACL)", async () => {
+  await withAclBroker(async (b) => {
+    // users/alice/# is alice's (pattern %u). Her offline session holds one queued and one in-flight message.
+    const alice = await connect(b, "alice-device", "alice", 4, false);
+    await subscribe(alice, ["users/alice/#"]);
+    const writer = await connect(b, "alice-writer", "alice");
+    writer.send({
+      type: 3,
+      topic: "users/alice/a",
+      payload: te("in flight"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 1,
+    });
+    await writer.expect(4);
+    await alice.expect(3); // not acknowledged
+    await alice.close();
+    writer.send({
+      type: 3,
+      topic: "users/alice/b",
+      payload: te("queued"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 2,
+    });
+    await writer.expect(4);
+    // Another user connects with alice's client id: the session's messages are not for mallory.
+    const mallory = await connect(b, "alice-device", "mallory", 4, false);
+    assert.deepEqual(await drainPublishes(mallory), []);
+    assert.equal(b.broker.metrics.dropped.not_authorized, 2);
+    await mallory.close();
+
+    // A queued message whose reader lost the right by a reload is not delivered either.
+    const reader = await connect(b, "reader-q", "reader", 4, false);
+    await subscribe(reader, ["sensors/#"]);
+    await reader.close();
+    writer.send({
+      type: 3,
+      topic: "sensors/a",
+      payload: te("before"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 3,
+    });
+    await writer.expect(4);
+    const file = b.config.auth.acl_file;
+    await Deno.writeTextFile(
+      file,
+      (await Deno.readTextFile(file)).replace("topic read sensors/#", "topic read other/#"),
+    );
+    await b.broker.reload(b.config);
+    const back = await connect(b, "reader-q", "reader", 4, false);
+    assert.deepEqual(await drainPublishes(back), []);
+    await Promise.all([back.close(), writer.close()]);
+  });
+});
