@@ -60,6 +60,8 @@ export interface BoundListener {
 export interface ListenerHandle {
   readonly info: BoundListener;
   close(): Promise<void> | void;
+  /** TLS listeners: re-reads and checks the certificate files; returns what applies them when they changed. */
+  prepareCertificates?: () => Promise<(() => void) | undefined>;
 }
 
 /** What waits in `Client.pendingAcks`: encoded bytes, a short ack as a number (see ackAfterCommit), or a callback. */
@@ -557,8 +559,14 @@ export class Broker {
   async reload(next: Config): Promise<string[]> {
     const changes: string[] = [];
     const old = this.config;
+    // Everything is read and checked first, then applied: a broken file or certificate changes nothing.
     const passwords = next.auth.password_file ? await PasswordFile.load(next.auth.password_file) : undefined;
     const acl = next.auth.acl_file ? await Acl.load(next.auth.acl_file) : undefined;
+    const certificates: { listener: ListenerHandle; apply: () => void }[] = [];
+    for (const l of this.listeners) {
+      const apply = await l.prepareCertificates?.();
+      if (apply !== undefined) certificates.push({ listener: l, apply });
+    }
     if (next.log.level !== old.log.level) {
       this.logger.level = next.log.level;
       changes.push(`log.level ${old.log.level} -> ${next.log.level}`);
@@ -576,11 +584,9 @@ export class Broker {
       log: { ...old.log, level: next.log.level },
       auth: next.auth,
     };
-    for (const l of this.listeners) {
-      const reloadable = l as ListenerHandle & { reloadCertificates?: () => Promise<boolean> };
-      if (reloadable.reloadCertificates && await reloadable.reloadCertificates()) {
-        changes.push(`TLS certificates of ${l.info.type} ${l.info.host}:${l.info.port} reloaded`);
-      }
+    for (const { listener: l, apply } of certificates) {
+      apply();
+      changes.push(`TLS certificates of ${l.info.type} ${l.info.host}:${l.info.port} reloaded`);
     }
     return changes;
   }

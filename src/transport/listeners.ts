@@ -18,7 +18,7 @@ export interface OpenListener {
   readonly info: { type: ListenerConfig["type"]; host: string; port: number };
   close(): Promise<void> | void;
   /** Re-reads certificate files (TLS); true when they changed. */
-  reloadCertificates?: () => Promise<boolean>;
+  prepareCertificates?: () => Promise<(() => void) | undefined>;
 }
 
 /** Error for a listener that cannot bind, with a one-line message naming the address. */

@@ -126,15 +126,16 @@ function checkKeyPair(spec: ListenerSpec, files: TlsFiles): void {
 /** The subject CN of a peer certificate (the last one when there are several), if any. */
 function commonName(cert: tls.PeerCertificate | undefined): string | undefined {
   const cn: unknown = cert?.subject?.CN;
-  if (Array.isArray(cn)) return cn.length > 0 ? String(cn[cn.length - 1]) : undefined;
+  // Several CNs in the subject: the first one, as Mosquitto takes it.
+  if (Array.isArray(cn)) return cn.length > 0 && cn[0] !== "" ? String(cn[0]) : undefined;
   return typeof cn === "string" && cn !== "" ? cn : undefined;
 }
 
 /**
  * Opens an `mqtts` listener on `spec.host:spec.port` (port 0 picks a free port, reported in `info.port`);
  * with `spec.require_client_cert`, clients must present a certificate signed by `spec.ca_file`. The returned
- * handle's `reloadCertificates()` re-reads the files and, when they changed, serves new handshakes with them;
- * connections already open keep theirs. A bad new pair rejects and keeps the old one.
+ * handle's `prepareCertificates()` re-reads and checks the files and, when they changed, returns what makes new
+ * handshakes use them (connections already open keep theirs). A bad new pair rejects and changes nothing.
  */
 export async function listenTls(
   spec: ListenerSpec,
@@ -222,14 +223,15 @@ export async function listenTls(
     close: () => {
       server.close();
     },
-    reloadCertificates: async () => {
+    prepareCertificates: async () => {
       const next = await readTlsFiles(bound);
-      if (!server.listening || sameFiles(next, current)) return false;
+      if (!server.listening || sameFiles(next, current)) return undefined;
       checkKeyPair(bound, next);
-      // The node:tls server swaps its context in place: same socket, no gap, open connections untouched.
-      server.setSecureContext(context(next));
-      current = next;
-      return true;
+      return () => {
+        // The node:tls server swaps its context in place: same socket, no gap, open connections untouched.
+        server.setSecureContext(context(next));
+        current = next;
+      };
     },
   };
 }

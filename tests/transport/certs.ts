@@ -15,6 +15,9 @@ export interface TestPki {
   /** Client certificate with CN "device-42", signed by the CA. */
   clientCert: string;
   clientKey: string;
+  /** Client certificate whose subject has two CNs, "device-7" then "admin", signed by the CA. */
+  twoCnClientCert: string;
+  twoCnClientKey: string;
   /** A second CA and a server / client certificate it signed, for "wrong CA" and reload cases. */
   otherCaCert: string;
   otherServerCert: string;
@@ -136,6 +139,7 @@ export async function makePki(): Promise<TestPki> {
     await Promise.all([
       makeLeaf(dir, "ca", "server", "localhost", SERVER_EXT),
       makeLeaf(dir, "ca", "client", CLIENT_CN, CLIENT_EXT),
+      makeLeaf(dir, "ca", "two-cn-client", "device-7/CN=admin", CLIENT_EXT),
       makeLeaf(dir, "other-ca", "other-server", "localhost", SERVER_EXT),
       makeLeaf(dir, "other-ca", "other-client", "intruder", CLIENT_EXT),
     ]);
@@ -150,6 +154,8 @@ export async function makePki(): Promise<TestPki> {
     serverKey: `${dir}/server.key`,
     clientCert: `${dir}/client.crt`,
     clientKey: `${dir}/client.key`,
+    twoCnClientCert: `${dir}/two-cn-client.crt`,
+    twoCnClientKey: `${dir}/two-cn-client.key`,
     otherCaCert: `${dir}/other-ca.crt`,
     otherServerCert: `${dir}/other-server.crt`,
     otherServerKey: `${dir}/other-server.key`,

@@ -247,6 +247,15 @@ Deno.test("mutual TLS: use_cn_as_username makes the certificate CN the username"
     assert.equal(b.broker.clients.get("cn-client")?.transport.peerCommonName, CLIENT_CN);
     assert.equal(b.broker.sessions.get("cn-client")?.username, CLIENT_CN);
     await mqttEnd(c);
+    // Two CNs in the subject: the first is the username, as with Mosquitto (not the last, "admin").
+    const two = await mqttConnect(url, {
+      ca: pki.read(pki.caCert),
+      clientId: "two-cn",
+      cert: pki.read(pki.twoCnClientCert),
+      key: pki.read(pki.twoCnClientKey),
+    });
+    assert.equal(b.broker.clients.get("two-cn")?.username, "device-7");
+    await mqttEnd(two);
   } finally {
     await b.stop();
   }
@@ -312,7 +321,7 @@ async function replaceFiles(dir: string, cert: string, key: string): Promise<{ c
 
 for (const mutual of [false, true]) {
   const kind = mutual ? "mutual TLS" : "mqtts";
-  Deno.test(`${kind}: reloadCertificates serves new handshakes with new files; open connections stay`, async () => {
+  Deno.test(`${kind}: a reload serves new handshakes with new files; open connections stay; a bad pair changes nothing`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "mqtt-tls-reload-" });
     const live = await replaceFiles(dir, pki.serverCert, pki.serverKey);
     const extra = mutual ? { ca_file: pki.caCert, require_client_cert: true } : {};
@@ -334,7 +343,16 @@ for (const mutual of [false, true]) {
 
       // A key that does not match the certificate is refused and the old pair keeps serving.
       await Deno.writeTextFile(live.key, pki.read(pki.otherServerKey));
-      await assert.rejects(b.broker.reload(b.config), /cert_file .* key_file|KeyMismatch|consistent/i);
+      // Nothing else of that reload is applied either (here: a new log level).
+      const level = b.broker.config.log.level;
+      await assert.rejects(
+        b.broker.reload({
+          ...b.config,
+          log: { ...b.config.log, level: level === "error" ? "warn" : "error" },
+        }),
+        /cert_file .* key_file|KeyMismatch|consistent/i,
+      );
+      assert.equal(b.broker.config.log.level, level, "a failed reload applied its log level");
       const still = await mqttConnect(url, { ...oldCa, clientId: "still-old" });
       await mqttEnd(still);
 
