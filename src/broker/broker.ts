@@ -460,6 +460,13 @@ export class Broker {
     session.wakeDrainWaiters();
     if (client.disconnectedCleanly || client.suppressWill) session.will = undefined;
     else connectionLost(this, session, now);
+    if (session.persistent && this.store.durable && session.inflight.size > 0) {
+      // QoS 1 messages sent from the queue kept their "queued" record (routing.ts): their in-flight records are
+      // written now, so that after a crash while the client is away they come back with DUP (MQTT-3.3.1-1).
+      for (const entry of session.inflight.values()) {
+        if (entry.state === "publish" && entry.qos === 1) this.persistOutbound(session, entry);
+      }
+    }
     this.#redistributeShared(session);
     if (!session.persistent) {
       this.endSession(session, true);

@@ -9,7 +9,7 @@
 import { PacketDecoder } from "../mqtt/decode.ts";
 import { encode } from "../mqtt/encode.ts";
 import { MqttError } from "../mqtt/errors.ts";
-import { ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
+import { isValidReasonCode, ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
 import { type Packet, PacketType, type Properties } from "../mqtt/types.ts";
 import type { Transport } from "../transport/connection.ts";
 import type { Broker } from "./broker.ts";
@@ -221,7 +221,7 @@ export class Client {
         if (this.version === 5) {
           this.send({ type: PacketType.DISCONNECT, reasonCode, properties: this.reasonString(reason) });
         }
-      } else if (this.decoder.protocolVersion === 5) {
+      } else if (this.decoder.protocolVersion === 5 && isValidReasonCode(PacketType.CONNACK, reasonCode)) {
         // A CONNECT that failed to decode or validate: the decoder saw its protocol level, `version` is not
         // set yet (§4.13.1: the CONNACK with the reason code, then the close).
         this.version = 5;

@@ -15,7 +15,7 @@ import type { AckPacket, PublishPacket, QoS } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
 import { forwardableProperties, type Message, shapeSlot } from "./message.ts";
-import { pump, pumpIfWaiting, route } from "./routing.ts";
+import { forgetResend, pump, pumpIfWaiting, route } from "./routing.ts";
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -215,6 +215,7 @@ export function handlePuback(broker: Broker, client: Client, p: AckPacket): void
   if (entry === undefined || entry.qos !== 1) return; // unknown id: nothing to release (§4.3.2)
   client.lastAck = client.lastRead;
   session.deleteInflight(p.packetId);
+  forgetResend(client, entry);
   if (session.persistent) {
     broker.persistOutboundDelete(session, entry.seq);
   }
@@ -233,6 +234,7 @@ export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void
   if ((p.reasonCode ?? 0) >= 0x80) {
     // The receiver refused the message: the exchange ends here (§4.3.3).
     session.deleteInflight(p.packetId);
+    forgetResend(client, entry);
     if (session.persistent) {
       broker.persistOutboundDelete(session, entry.seq);
     }
@@ -255,6 +257,7 @@ export function handlePubcomp(broker: Broker, client: Client, p: AckPacket): voi
   if (entry === undefined || entry.state !== "pubrel") return;
   client.lastAck = client.lastRead;
   session.deleteInflight(p.packetId);
+  forgetResend(client, entry);
   if (session.persistent) {
     broker.persistOutboundDelete(session, entry.seq);
   }

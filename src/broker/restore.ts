@@ -161,6 +161,11 @@ export async function restore(broker: Broker): Promise<void> {
     else broker.persist({ op: "incoming.delete", clientId, packetId });
   }
   for (const session of endedWills) publishWill(broker, session);
+  // Wills already due (those of clients connected at the crash without a Will Delay Interval, delayed ones
+  // whose time passed while the broker was down) go now: a reconnect right after the start would cancel them.
+  for (const session of broker.sessions.values()) {
+    if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);
+  }
   if (broker.pendingWrites) await broker.store.flush();
   broker.logger.info("store restored", {
     backend: broker.config.storage.backend,

@@ -337,6 +337,18 @@ function sendEntry(broker: Broker, client: Client, entry: OutEntry, dup: boolean
   );
 }
 
+/**
+ * An in-flight entry acknowledged (or refused) by the client before its resend after a reconnect: it leaves
+ * the backlog, whose length {@link pumpThrough} takes from the window.
+ */
+export function forgetResend(client: Client, entry: OutEntry): void {
+  const backlog = client.resendBacklog;
+  if (backlog === undefined) return;
+  const i = backlog.indexOf(entry);
+  if (i >= 0) backlog.splice(i, 1);
+  if (backlog.length === 0) client.resendBacklog = undefined;
+}
+
 /** {@link pump} when something waits for the window: queued messages, or in-flight ones still to resend. */
 export function pumpIfWaiting(broker: Broker, session: Session, client: Client): void {
   if (session.queuedCount > 0 || client.resendBacklog !== undefined) pump(broker, session);

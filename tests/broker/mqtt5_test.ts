@@ -1051,6 +1051,38 @@ Deno.test("resend after a reconnect: within the new, smaller Receive Maximum; wh
     assert.deepEqual(got, ["m0 dup", "m1 dup", "m2 dup", "m3 dup", "m4 dup", "m5"]);
     await again.c.close();
 
+    // A message acknowledged before its turn to be resent (the client had it) leaves the wait: the window
+    // still holds two unacknowledged ones, not one less.
+    const third = await connect5(b.port, {
+      clientId: "rs",
+      clean: false,
+      properties: { ...session, receiveMaximum: 10 },
+    });
+    for (let i = 0; i < 4; i++) await publish(pub.c, "rs/t", `n${i}`, { qos: 1 });
+    await waitFor(() => third.c.received.length === 4, "four unacknowledged");
+    const n3 = third.c.received[3] as PublishPacket;
+    await third.c.close();
+    const fourth = await connect5(b.port, {
+      clientId: "rs",
+      clean: false,
+      properties: { ...session, receiveMaximum: 2 },
+    });
+    fourth.c.send({ type: 4, packetId: n3.packetId! }); // n3 is waiting behind n0 and n1
+    await waitFor(() => fourth.c.received.length === 2, "two resent");
+    await delay(200);
+    assert.equal(fourth.c.received.length, 2);
+    const resent: string[] = [];
+    while (resent.length < 3) {
+      await waitFor(() => fourth.c.received.length > 0, "the next");
+      const p = fourth.c.received.shift() as PublishPacket;
+      resent.push(td(p.payload));
+      fourth.c.send({ type: 4, packetId: p.packetId! });
+      await delay(50);
+      assert.ok(fourth.c.received.length <= 2, "no more than 2 unacknowledged");
+    }
+    assert.deepEqual(resent, ["n0", "n1", "n2"]);
+    await fourth.c.close();
+
     // A message in flight that is larger than the Maximum Packet Size the client comes back with is dropped
     // as if sent (MQTT-3.1.2-25): it must not hold the window shut.
     const big = await connect5(b.port, {

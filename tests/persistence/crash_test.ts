@@ -400,7 +400,17 @@ Deno.test("SIGKILL while messages sent from the queue are unacknowledged: they c
     const all = [...first, ...(again.received.filter((p) => p.type === 3) as PublishPacket[])]
       .map((p) => `${td(p.payload)}${p.dup ? " dup" : ""}`);
     assert.deepEqual(all, ["m1 dup", "m2 dup", "m3 dup", "m4"]);
+    // m4 is in flight now, sent from the queue; the client leaves before the crash this time. Its in-flight
+    // record, written at the disconnect, brings it back with DUP and its packet id.
+    const m4 = (again.received.filter((p) => p.type === 3) as PublishPacket[])[0];
     await again.close();
+    await delay(200);
+    await broker.kill();
+    broker = await spawnBroker(store);
+    const last = await RawClient.connect(broker.port, { clientId: "q1q-sub", clean: false });
+    const resent = (await last.expect(3)) as PublishPacket;
+    assert.deepEqual([td(resent.payload), resent.packetId, resent.dup], ["m4", m4.packetId, true]);
+    await last.close();
   } finally {
     await broker.kill();
     await Deno.remove(dir, { recursive: true });
@@ -525,6 +535,9 @@ Deno.test("wills of persistent sessions survive a restart: a delayed one pending
     await broker.kill();
     await Promise.all([back.close(), connected.close()]);
     broker = await spawnBroker(store);
+    // The client is back at once: its will was due at the restart, the reconnect must not cancel it.
+    const returned = await connect5("will-connected");
+    await returned.close();
     const again = await connect5("will-watcher");
     const second = (await again.expect(3, 5000)) as PublishPacket;
     assert.equal(td(second.payload), "gone wl/connected");
