@@ -92,6 +92,11 @@ async function acceptValue(key: string): Promise<string> {
   return btoa(String.fromCharCode(...digest));
 }
 
+/** A close code a peer may send (RFC 6455 §7.4): the defined ones, and 3000-4999 for applications. */
+function validCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
 /**
  * The server side of one WebSocket connection as a byte stream: `read()` yields the payload bytes of binary
  * frames (after the HTTP upgrade, done on the first read), `write()` sends bytes as one binary frame.
@@ -110,6 +115,10 @@ export class WebSocketConn implements ByteConn {
   #maskPos = 0;
   #writes: Promise<void> = Promise.resolve();
   #innerClosed = false;
+  /** The payload of the newest ping not answered yet: one pong waits at most, however many pings come. */
+  #pong?: Uint8Array;
+  /** Inside a fragmented data message (a frame without FIN was read): only continuation frames may follow. */
+  #fragmented = false;
 
   constructor(inner: ByteConn, path: string) {
     this.#inner = inner;
@@ -163,6 +172,22 @@ export class WebSocketConn implements ByteConn {
     const next = this.#writes.then(() => writeAll(this.#inner, bytes));
     this.#writes = next.catch(() => {});
     return next;
+  }
+
+  /**
+   * Answers a ping. A peer that pings without reading the pongs gets one pong for the newest ping, not one
+   * queued per ping (RFC 6455 §5.5.3 allows it): memory stays bounded.
+   */
+  #answerPing(payload: Uint8Array): void {
+    const waiting = this.#pong !== undefined;
+    this.#pong = payload;
+    if (waiting) return;
+    const next = this.#writes.then(() => {
+      const pong = frame(0xa, this.#pong!);
+      this.#pong = undefined;
+      return writeAll(this.#inner, pong);
+    });
+    this.#writes = next.catch(() => {});
   }
 
   #closeInner(): void {
@@ -245,17 +270,22 @@ export class WebSocketConn implements ByteConn {
       for (let i = 0; i < len; i++) payload[i] = raw[this.#start + i] ^ this.#mask[i & 3];
       this.#start += len;
       if (opcode === 0x8) {
-        // Echo the close (RFC 6455 §5.5.1) and end.
+        // Echo the close (RFC 6455 §5.5.1) and end; a 1-byte body or a code no endpoint may send is an error.
+        if (len === 1) return this.#fail(1002, "close frame with a 1-byte body");
         const code = len >= 2 ? (payload[0] << 8) | payload[1] : 1000;
-        this.#fail(code === 1005 || code === 1006 || code < 1000 ? 1000 : code, "");
+        this.#fail(validCloseCode(code) ? code : len === 0 ? 1000 : 1002, "");
         return false;
       }
-      if (opcode === 0x9) this.#send(frame(0xa, payload)).catch(() => {});
+      if (opcode === 0x9) this.#answerPing(payload);
       else if (opcode !== 0xa) return this.#fail(1002, `unknown opcode ${opcode}`);
       return true;
     }
     if (opcode === 0x1) return this.#fail(1003, "MQTT over WebSocket needs binary frames");
     if (opcode !== 0x2 && opcode !== 0x0) return this.#fail(1002, `unknown opcode ${opcode}`);
+    // RFC 6455 §5.4: a fragmented message is continuation frames up to the one with FIN, nothing else.
+    if (opcode === 0x0 && !this.#fragmented) return this.#fail(1002, "continuation frame outside a message");
+    if (opcode === 0x2 && this.#fragmented) return this.#fail(1002, "new message inside a fragmented one");
+    this.#fragmented = (b0 & 0x80) === 0;
     this.#left = len;
     return true;
   }

@@ -9,7 +9,17 @@ import { PacketDecoder } from "../../src/mqtt/decode.ts";
 import { encode } from "../../src/mqtt/encode.ts";
 import type { ConnackPacket, Packet, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
 import { chooseSubprotocol } from "../../src/transport/websocket.ts";
-import { collect, mqttConnect, mqttEnd, startBroker, td, te, type TestBroker, waitFor } from "../helpers.ts";
+import {
+  collect,
+  delay,
+  mqttConnect,
+  mqttEnd,
+  startBroker,
+  td,
+  te,
+  type TestBroker,
+  waitFor,
+} from "../helpers.ts";
 import { CLIENT_CN, sharedPki } from "./certs.ts";
 
 const WS: ListenerConfig = { type: "ws", host: "127.0.0.1", port: 0 };
@@ -347,5 +357,130 @@ Deno.test("ws: at broker stop an MQTT 5 WebSocket client gets DISCONNECT 0x8B an
     c.end(true);
   } finally {
     if (!stopped) await b.stop();
+  }
+});
+
+/** A WebSocket client over a raw TCP socket, for frames Deno's WebSocket will not send. */
+async function rawWsTcp(
+  port: number,
+): Promise<{ conn: Deno.TcpConn; frame: (b0: number, payload: Uint8Array) => Uint8Array }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(te(
+    "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+  ));
+  // The 101 response ends with an empty line.
+  let head = "";
+  const buf = new Uint8Array(1024);
+  while (!head.includes("\r\n\r\n")) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error("closed during the upgrade");
+    head += td(buf.subarray(0, n));
+  }
+  assert.match(head, /^HTTP\/1.1 101/);
+  const frame = (b0: number, payload: Uint8Array) => {
+    // Masked with a zero key: the payload goes as it is.
+    return new Uint8Array([b0, 0x80 | payload.length, 0, 0, 0, 0, ...payload]);
+  };
+  return { conn, frame };
+}
+
+/** Reads server frames until a close frame; returns its code (or undefined at the end of the stream). */
+async function closeCodeOf(conn: Deno.TcpConn): Promise<number | undefined> {
+  let data = new Uint8Array(0);
+  const buf = new Uint8Array(4096);
+  for (;;) {
+    for (let i = 0; i + 2 <= data.length;) {
+      const op = data[i] & 0x0f;
+      const len = data[i + 1] & 0x7f;
+      if (len > 125 || i + 2 + len > data.length) break;
+      if (op === 0x8) return len >= 2 ? (data[i + 2] << 8) | data[i + 3] : 1005;
+      i += 2 + len;
+      if (i === data.length) data = new Uint8Array(0);
+    }
+    const n = await conn.read(buf).catch(() => null);
+    if (n === null) return undefined;
+    data = new Uint8Array([...data, ...buf.subarray(0, n)]);
+  }
+}
+
+Deno.test("ws: a bad close frame, a reserved close code and a message inside a fragmented one get 1002", async () => {
+  const b = await startBroker({ listeners: [WS] });
+  try {
+    const port = portOf(b, "ws");
+    const cases: [string, (f: (b0: number, p: Uint8Array) => Uint8Array) => Uint8Array][] = [
+      ["close with a 1-byte body", (f) => f(0x88, new Uint8Array([3]))],
+      ["close code 1004", (f) => f(0x88, new Uint8Array([0x03, 0xec]))],
+      [
+        "a new binary message before the last fragment",
+        (f) => new Uint8Array([...f(0x02, new Uint8Array([0x10])), ...f(0x82, new Uint8Array([0x00]))]),
+      ],
+      ["a continuation frame outside a message", (f) => f(0x80, new Uint8Array([0x10]))],
+    ];
+    for (const [name, bytes] of cases) {
+      const { conn, frame } = await rawWsTcp(port);
+      await conn.write(bytes(frame));
+      assert.equal(await closeCodeOf(conn), 1002, name);
+      conn.close();
+    }
+    // A valid application code is echoed.
+    const { conn, frame } = await rawWsTcp(port);
+    await conn.write(frame(0x88, new Uint8Array([0x0f, 0xa0]))); // 4000
+    assert.equal(await closeCodeOf(conn), 4000);
+    conn.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("ws: pings from a client that does not read its pongs queue one pong at most", async () => {
+  const b = await startBroker({ listeners: [WS] });
+  try {
+    const { conn, frame } = await rawWsTcp(portOf(b, "ws"));
+    const ping = frame(0x89, new Uint8Array(125));
+    const burst = new Uint8Array(ping.length * 1000);
+    for (let i = 0; i < 1000; i++) burst.set(ping, i * ping.length);
+    // 16 MB of pings, more than the socket buffers hold in pongs, while nothing is read.
+    const pings = 128_000;
+    for (let sent = 0; sent < pings; sent += 1000) {
+      for (let off = 0; off < burst.length;) off += await conn.write(burst.subarray(off));
+    }
+    await delay(300);
+    // Now read: far fewer pongs than pings (one per moment the writer was free), then CONNECT still works.
+    await conn.write(
+      frame(
+        0x82,
+        encode({
+          type: 1,
+          protocolName: "MQTT",
+          protocolVersion: 4,
+          clean: true,
+          keepAlive: 60,
+          clientId: "pinger",
+        }, 4),
+      ),
+    );
+    let pongs = 0;
+    let connack = false;
+    let data = new Uint8Array(0);
+    const buf = new Uint8Array(65536);
+    while (!connack) {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("closed");
+      data = new Uint8Array([...data, ...buf.subarray(0, n)]);
+      let i = 0;
+      while (i + 2 <= data.length) {
+        const len = data[i + 1] & 0x7f;
+        if (i + 2 + len > data.length) break;
+        if ((data[i] & 0x0f) === 0xa) pongs++;
+        if ((data[i] & 0x0f) === 0x2 && data[i + 2] === 0x20) connack = true;
+        i += 2 + len;
+      }
+      data = data.slice(i);
+    }
+    assert.ok(pongs > 0 && pongs < pings / 2, `${pongs} pongs for ${pings} pings`);
+    conn.close();
+  } finally {
+    await b.stop();
   }
 });
