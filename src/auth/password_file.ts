@@ -140,6 +140,22 @@ export function parsePasswordFile(text: string, source: string): PasswordEntry[]
 }
 
 /** The users and password hashes of a password file, for CONNECT authentication. */
+/**
+ * The PBKDF2 cost of an unknown user's check: the count most lines use, so that in a file written by the
+ * `passwd` subcommand (one count) an unknown user takes as long as a known one.
+ */
+function mostCommonIterations(entries: PasswordEntry[]): number {
+  const counts = new Map<number, number>();
+  let best = DEFAULT_ITERATIONS;
+  let bestCount = 0;
+  for (const e of entries) {
+    const n = (counts.get(e.iterations) ?? 0) + 1;
+    counts.set(e.iterations, n);
+    if (n > bestCount) [best, bestCount] = [e.iterations, n];
+  }
+  return best;
+}
+
 export class PasswordFile {
   readonly #entries: Map<string, PasswordEntry>;
   /** Stands in for unknown users so that they cost the same PBKDF2 work as known ones. */
@@ -149,7 +165,7 @@ export class PasswordFile {
     this.#entries = new Map(entries.map((e) => [e.username, e]));
     this.#decoy = {
       username: "",
-      iterations: entries[0]?.iterations ?? DEFAULT_ITERATIONS,
+      iterations: mostCommonIterations(entries),
       salt: crypto.getRandomValues(new Uint8Array(SALT_BYTES)),
       hash: crypto.getRandomValues(new Uint8Array(HASH_BYTES)),
       line: 0,
@@ -180,6 +196,14 @@ export class PasswordFile {
   /** True when the file has a line for `username`. */
   has(username: string): boolean {
     return this.#entries.has(username);
+  }
+
+  /** True when `username` has the same line (iterations, salt and hash) here and in `other`. */
+  sameEntry(username: string, other: PasswordFile): boolean {
+    const a = this.#entries.get(username);
+    const b = other.#entries.get(username);
+    return a !== undefined && b !== undefined && a.iterations === b.iterations &&
+      constantTimeEqual(a.salt, b.salt) && constantTimeEqual(a.hash, b.hash);
   }
 
   /**

@@ -583,6 +583,7 @@ export class Broker {
     if (next.auth.allow_anonymous !== old.auth.allow_anonymous) {
       changes.push(`auth.allow_anonymous ${old.auth.allow_anonymous} -> ${next.auth.allow_anonymous}`);
     }
+    const oldPasswords = this.passwords;
     this.passwords = passwords;
     this.acl = acl;
     // Only keys that are safe to change live are taken; the rest need a restart.
@@ -594,6 +595,24 @@ export class Broker {
     for (const { listener: l, apply } of certificates) {
       apply();
       changes.push(`TLS certificates of ${l.info.type} ${l.info.host}:${l.info.port} reloaded`);
+    }
+    // Connected clients are held to the new credentials, as Mosquitto does: a client whose user is gone or
+    // has a new password line, or an anonymous one when anonymous clients are no longer allowed, is
+    // disconnected (MQTT 5: 0x87). Passwords are not kept, so a changed line cannot be checked again: the
+    // client logs in anew. Clients authenticated by their certificate (use_cn_as_username) stay.
+    for (const client of [...this.connections]) {
+      if (client.state !== "connected" || client.transport.peerCommonName !== undefined) continue;
+      const user = client.username;
+      const why = user === undefined
+        ? (next.auth.allow_anonymous ? undefined : "anonymous clients are no longer allowed")
+        : passwords === undefined
+        ? (next.auth.allow_anonymous
+          ? undefined
+          : "clients without a password file entry are no longer allowed")
+        : oldPasswords !== undefined && passwords.sameEntry(user, oldPasswords)
+        ? undefined
+        : `the password file has changed for user "${user}"`;
+      if (why !== undefined) client.disconnect(ReasonCode.NotAuthorized, why);
     }
     return changes;
   }

@@ -97,3 +97,49 @@ Deno.test("password file: MQTT.js with credentials connects, sets the username, 
     await assert.rejects(mqttConnect(b.url, { clientId: "anon" }), /Not authorized/i);
   });
 });
+
+Deno.test("SIGHUP: connected clients whose credentials no longer pass are disconnected, the others stay", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-auth-reload-" });
+  try {
+    const file = `${dir}/passwd`;
+    const alice = `alice:${await hashPassword("wonderland", { iterations: ITERATIONS })}`;
+    const bob = `bob:${await hashPassword("builder", { iterations: ITERATIONS })}`;
+    const carol = `carol:${await hashPassword("c4rol", { iterations: ITERATIONS })}`;
+    await Deno.writeTextFile(file, [alice, bob, carol].join("\n") + "\n");
+    const b = await startBroker({ auth: { password_file: file, allow_anonymous: true } });
+    try {
+      const connect = (
+        username: string | undefined,
+        password: string | undefined,
+        version: ProtocolVersion = 5,
+      ) =>
+        RawClient.connect(b.port, {
+          version,
+          username,
+          password: password === undefined ? undefined : te(password),
+        });
+      const keeps = await connect("alice", "wonderland");
+      const removed = await connect("bob", "builder");
+      const changed = await connect("carol", "c4rol", 4);
+      const anonymous = await connect(undefined, undefined);
+      // bob leaves the file, carol gets a new password, anonymous clients are no longer allowed.
+      const carolNew = `carol:${await hashPassword("n3w", { iterations: ITERATIONS })}`;
+      await Deno.writeTextFile(file, [alice, carolNew].join("\n") + "\n");
+      await b.broker.reload({ ...b.config, auth: { ...b.config.auth, allow_anonymous: false } });
+      for (const c of [removed, anonymous]) {
+        const d = await c.expect(14);
+        assert.equal((d as { reasonCode: number }).reasonCode, 0x87);
+        await c.expectClosed();
+      }
+      await changed.expectClosed(); // 3.1.1: just closed
+      keeps.send({ type: 12 });
+      await keeps.expect(13); // still connected
+      assert.equal(await connackCode(b.port, 4, { username: "carol", password: "n3w" }), 0);
+      await keeps.close();
+    } finally {
+      await b.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
