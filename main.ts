@@ -14,7 +14,7 @@ import denoJson from "./deno.json" with { type: "json" };
 import type { Broker } from "./src/broker/broker.ts";
 import { helpText, parseArgs, type ParsedArgs, UsageError } from "./src/config/cli.ts";
 import { COMMAND_LINE, ConfigError } from "./src/config/errors.ts";
-import { type CliFlags, loadConfig } from "./src/config/load.ts";
+import { type CliFlags, DEFAULT_CONFIG_PATH, loadConfig } from "./src/config/load.ts";
 import type { Config } from "./src/config/types.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 
@@ -88,8 +88,11 @@ async function run(configPath: string | undefined, flags: CliFlags): Promise<num
     logger.error(`start-up failed: ${errorText(err)}`);
     return 1;
   }
+  // A reload needs the file the broker started from: a default config file that has gone missing since (a
+  // deploy, an editor's rename) is an error then, not "all defaults", which would turn authentication off.
+  const reloadPath = configPath ?? (await exists(DEFAULT_CONFIG_PATH) ? DEFAULT_CONFIG_PATH : undefined);
   // Signal handlers first: whoever reads the start-up lines may signal at once.
-  const stopped = serve(broker, logger, () => loadConfig(configPath, flags));
+  const stopped = serve(broker, logger, () => loadConfig(reloadPath, flags));
   logStartup(logger, config, broker);
   return await stopped;
 }
@@ -120,8 +123,16 @@ function logStartup(logger: Logger, config: Config, broker: Broker): void {
 }
 
 /**
- * Waits for signals: SIGINT/SIGTERM stop the broker (exit code 0, or 1 when stopping fails; a second
- * signal while stopping exits 1 at once), SIGHUP reloads the configuration.
+ * A stop signal that repeats the first one within this time is the same request delivered twice, not an
+ * operator insisting: Ctrl-C under `deno task start` reaches the broker from the terminal and again from the
+ * task runner, and `deno task dev`'s watcher sends SIGTERM right behind the SIGINT.
+ */
+const REPEATED_SIGNAL_MS = 1500;
+
+/**
+ * Waits for signals: SIGINT/SIGTERM stop the broker (exit code 0, or 1 when stopping fails; another stop
+ * signal while stopping, more than {@link REPEATED_SIGNAL_MS} after the first, exits 1 at once), SIGHUP
+ * reloads the configuration.
  */
 function serve(broker: Broker, logger: Logger, reloadConfig: () => Promise<Config>): Promise<number> {
   // Windows delivers only SIGINT (and SIGBREAK) to Deno; there is no SIGTERM or SIGHUP to listen to.
@@ -129,6 +140,7 @@ function serve(broker: Broker, logger: Logger, reloadConfig: () => Promise<Confi
   const stopSignals: Deno.Signal[] = posix ? ["SIGINT", "SIGTERM"] : ["SIGINT"];
   return new Promise((resolve) => {
     let stopping = false;
+    let stoppingSince = 0;
     let reloading = Promise.resolve();
     const handlers = new Map<Deno.Signal, () => void>();
     const finish = (code: number) => {
@@ -138,10 +150,15 @@ function serve(broker: Broker, logger: Logger, reloadConfig: () => Promise<Confi
     for (const signal of stopSignals) {
       handlers.set(signal, () => {
         if (stopping) {
+          if (performance.now() - stoppingSince < REPEATED_SIGNAL_MS) {
+            logger.debug("stop signal repeated, already stopping", { signal });
+            return;
+          }
           logger.warn("second stop signal: exiting without waiting", { signal });
           Deno.exit(1);
         }
         stopping = true;
+        stoppingSince = performance.now();
         logger.info("stopping", { signal });
         broker.stop().then(
           () => {
@@ -187,6 +204,15 @@ async function reload(broker: Broker, logger: Logger, reloadConfig: () => Promis
     for (const change of changes) logger.info("configuration changed", { change });
   } catch (err) {
     logger.error(`configuration reload failed: ${errorText(err)}`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -208,10 +208,10 @@ class RunningMain {
   #text = "";
   #done: Promise<void>;
 
-  constructor(args: string[]) {
+  constructor(args: string[], cwd = REPO) {
     this.child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN, ...args],
-      cwd: REPO,
+      cwd,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -295,13 +295,50 @@ Deno.test("main.ts: logs what it bound, reloads on SIGHUP (rejecting a broken fi
     proc.child.kill("SIGHUP");
     await proc.waitFor(/ERROR configuration rejected, keeping the running one: .*config\.yaml: invalid YAML/);
 
-    await Deno.writeTextFile(file, `${good}log:\n  level: debug\n  format: json\n`);
+    await Deno.writeTextFile(file, `${good}log:\n  level: debug\n  format: json\nsys:\n  interval: 5\n`);
     proc.child.kill("SIGHUP");
     await proc.waitFor(/"change":"log\.format text -> json"/);
+    await proc.waitFor(/"change":"sys\.interval 10 -> 5 needs a restart"/);
 
+    // The file gone: rejected, not replaced by the defaults.
+    await Deno.remove(file);
+    proc.child.kill("SIGHUP");
+    await proc.waitFor(
+      /configuration rejected, keeping the running one: .*config\.yaml: config file not found/,
+    );
+
+    // Ctrl-C under `deno task start` arrives twice (terminal and task runner), `deno task dev` adds a SIGTERM:
+    // the repeat is the same request, the stop stays graceful.
+    proc.child.kill("SIGINT");
     proc.child.kill("SIGTERM");
     assert.equal(await proc.exit(), 0, proc.stderr);
     assert.match(proc.stderr, /"msg":"stopped"/);
+    assert.doesNotMatch(proc.stderr, /second stop signal/);
+  } finally {
+    await proc.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main.ts: SIGHUP after the default config file went missing keeps the running config", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cli_test_default_" });
+  await Deno.mkdir(`${dir}/config`);
+  const file = `${dir}/config/config.yaml`;
+  await Deno.writeTextFile(
+    file,
+    "server:\n  port: 0\nmetrics:\n  enabled: false\nstorage:\n  backend: memory\nauth:\n  allow_anonymous: false\n",
+  );
+  const proc = new RunningMain([], dir);
+  try {
+    await proc.waitFor(/INFO {2}store backend=memory/);
+    await Deno.remove(file);
+    proc.child.kill("SIGHUP");
+    await proc.waitFor(
+      /configuration rejected, keeping the running one: config\/config\.yaml: config file not found/,
+    );
+    assert.doesNotMatch(proc.stderr, /allow_anonymous false -> true/);
+    proc.child.kill("SIGTERM");
+    assert.equal(await proc.exit(), 0, proc.stderr);
   } finally {
     await proc.kill();
     await Deno.remove(dir, { recursive: true });

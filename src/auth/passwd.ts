@@ -15,6 +15,7 @@
  * @module
  */
 
+import { dirname } from "node:path";
 import { DEFAULT_ITERATIONS, hashPassword, MAX_ITERATIONS, parsePasswordFile } from "./password_file.ts";
 
 /** The terminal / stdin / stderr seen by {@link runPasswd}; replaceable in tests. */
@@ -148,6 +149,8 @@ async function readExisting(file: string): Promise<string | undefined> {
 async function writeFileAtomically(file: string, text: string): Promise<void> {
   const temp = `${file}.tmp-${crypto.randomUUID()}`;
   try {
+    // The directory too (data/ of a fresh checkout, say), as the broker does for storage.path.
+    await Deno.mkdir(dirname(file), { recursive: true });
     await Deno.writeTextFile(temp, text, { mode: 0o600, createNew: true });
     // `mode` is filtered by the umask on creation; set it exactly.
     if (Deno.build.os !== "windows") await Deno.chmod(temp, 0o600);

@@ -596,6 +596,21 @@ export class Broker {
       apply();
       changes.push(`TLS certificates of ${l.info.type} ${l.info.host}:${l.info.port} reloaded`);
     }
+    // What the file changed that only a restart applies is said, so an operator is not left guessing.
+    for (const section of ["server", "qos", "retained", "storage", "metrics", "sys"] as const) {
+      const was = old[section] as unknown as Record<string, unknown>;
+      const now = next[section] as unknown as Record<string, unknown>;
+      for (const key of Object.keys(now)) {
+        if (JSON.stringify(was[key]) !== JSON.stringify(now[key])) {
+          changes.push(
+            `${section}.${key} ${JSON.stringify(was[key])} -> ${JSON.stringify(now[key])} needs a restart`,
+          );
+        }
+      }
+    }
+    if (JSON.stringify(old.listeners) !== JSON.stringify(next.listeners)) {
+      changes.push("listeners changed: needs a restart");
+    }
     // Connected clients are held to the new credentials, as Mosquitto does: a client whose user is gone or
     // has a new password line, or an anonymous one when anonymous clients are no longer allowed, is
     // disconnected (MQTT 5: 0x87). Passwords are not kept, so a changed line cannot be checked again: the

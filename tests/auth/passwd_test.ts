@@ -31,9 +31,9 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-Deno.test("passwd -c -b creates a mode 0600 file that verifies", async () => {
+Deno.test("passwd -c -b creates a mode 0600 file that verifies, and its directory", async () => {
   await withTempDir(async (dir) => {
-    const file = `${dir}/passwd`;
+    const file = `${dir}/data/passwd`; // data/ does not exist yet, as in a fresh checkout
     const { io, errors } = fakeIo([], false);
     assert.equal(await runPasswd(["-c", ...FAST, "-b", file, "alice", "s3cret"], io), 0);
     assert.deepEqual(errors, []);
