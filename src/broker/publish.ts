@@ -168,7 +168,8 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
     if (retain) broker.setRetained(msg);
     const matched = route(broker, msg);
     if (!matched) {
-      broker.metrics.dropped.no_subscribers++;
+      // A retained message nobody subscribes to yet is kept, not dropped (Mosquitto does not count it either).
+      if (!retain) broker.metrics.dropped.no_subscribers++;
       if (client.version === 5 && qos > 0) reasonCode = ReasonCode.NoMatchingSubscribers;
     }
   } else {
