@@ -846,10 +846,26 @@ Deno.test("a retained message nobody subscribes to is kept, not counted as dropp
   const b = await startBroker();
   try {
     const pub = await RawClient.connect(b.port);
-    pub.send({ type: 3, topic: "nobody/r", payload: te("kept"), qos: 1, retain: true, dup: false, packetId: 1 });
+    pub.send({
+      type: 3,
+      topic: "nobody/r",
+      payload: te("kept"),
+      qos: 1,
+      retain: true,
+      dup: false,
+      packetId: 1,
+    });
     await pub.expect(4);
     assert.equal(b.broker.metrics.dropped.no_subscribers, 0);
-    pub.send({ type: 3, topic: "nobody/p", payload: te("lost"), qos: 1, retain: false, dup: false, packetId: 2 });
+    pub.send({
+      type: 3,
+      topic: "nobody/p",
+      payload: te("lost"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 2,
+    });
     await pub.expect(4);
     assert.equal(b.broker.metrics.dropped.no_subscribers, 1);
     await pub.close();
