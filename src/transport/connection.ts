@@ -136,7 +136,8 @@ export class StreamTransport implements Transport, AsyncIterableIterator<Uint8Ar
   /** Formatted when a log line asks for it, not kept per connection. */
   get remoteAddr(): string {
     const addr = this.#conn.remoteAddr as Deno.NetAddr;
-    return addr.hostname !== undefined ? `${addr.hostname}:${addr.port}` : String(addr);
+    if (addr.hostname === undefined) return String(addr);
+    return addr.hostname.includes(":") ? `[${addr.hostname}]:${addr.port}` : `${addr.hostname}:${addr.port}`;
   }
 
   get pendingBytes(): number {

@@ -30,15 +30,12 @@ export class ListenError extends Error {
 }
 
 function bindError(spec: ListenerSpec, err: unknown): ListenError {
-  if (err instanceof Deno.errors.AddrInUse) {
-    return new ListenError(`${spec.type} listener ${spec.host}:${spec.port} is already in use`);
-  }
-  if (err instanceof Deno.errors.PermissionDenied) {
-    return new ListenError(`${spec.type} listener ${spec.host}:${spec.port}: permission denied`);
-  }
-  return new ListenError(
-    `${spec.type} listener ${spec.host}:${spec.port}: ${err instanceof Error ? err.message : err}`,
-  );
+  const where = `${spec.type} listener ${
+    spec.host.includes(":") ? `[${spec.host}]` : spec.host
+  }:${spec.port}`;
+  if (err instanceof Deno.errors.AddrInUse) return new ListenError(`${where} is already in use`);
+  if (err instanceof Deno.errors.PermissionDenied) return new ListenError(`${where}: permission denied`);
+  return new ListenError(`${where}: ${err instanceof Error ? err.message : err}`);
 }
 
 async function acceptLoop(

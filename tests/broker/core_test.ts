@@ -873,3 +873,40 @@ Deno.test("a retained message nobody subscribes to is kept, not counted as dropp
     await b.stop();
   }
 });
+
+function hasIpv6Loopback(): boolean {
+  try {
+    Deno.listen({ hostname: "::1", port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "IPv6: log lines write a client's address and a busy listener's as [::1]:port",
+  ignore: !hasIpv6Loopback(),
+}, async () => {
+  const b = await startBroker({ server: { host: "::1" } });
+  try {
+    const conn = await Deno.connect({ hostname: "::1", port: b.port });
+    const connect = encode({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 4,
+      clean: true,
+      keepAlive: 30,
+      clientId: "v6",
+    }, 4);
+    await conn.write(connect);
+    await waitFor(() => b.logs.some((l) => l.includes("client connected")), "the connect log line");
+    assert.match(b.logs.find((l) => l.includes("client connected"))!, /addr=\[::1\]:\d+/);
+    conn.close();
+    await assert.rejects(
+      startBroker({ server: { host: "::1", port: b.port } }),
+      new RegExp(`\\[::1\\]:${b.port} is already in use`),
+    );
+  } finally {
+    await b.stop();
+  }
+});
