@@ -336,7 +336,9 @@ export class Broker {
    * returns true; returns false when nothing waits, and the caller acts at once.
    */
   #deferred(client: Client, item: Deferred): boolean {
-    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined) return false;
+    // No new mutation since the last flush request is not enough: that request (another client's, made in the
+    // middle of routing this PUBLISH, say) may cover this client's writes and still be committing.
+    if (this.#opsSinceFlush === 0 && client.pendingAcks === undefined && this.store.idle) return false;
     (client.pendingAcks ??= []).push(item);
     this.#waitForCommit(client);
     return true;

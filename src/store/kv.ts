@@ -424,6 +424,11 @@ export class KvStore implements Store {
     return (this.#current ?? this.#committing)?.promise ?? Promise.resolve();
   }
 
+  /** See {@link Store.idle}: no batch gathering or committing. */
+  get idle(): boolean {
+    return this.#current === undefined && this.#committing === undefined;
+  }
+
   /** Flushes, closes the database and releases the lock. Rejects if the final flush failed (after closing). */
   async close(): Promise<void> {
     if (this.#kv === undefined || this.#closing) return;

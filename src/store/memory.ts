@@ -25,6 +25,7 @@ const RESOLVED = Promise.resolve();
 export class MemoryStore implements Store {
   /** Nothing is ever on disk. */
   readonly durable = false;
+  readonly idle = true;
   /** `mutations` counts applied ops; there are no commits. */
   readonly stats: StoreStats = { commits: 0, mutations: 0, latencies: [], failures: 0 };
 

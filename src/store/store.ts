@@ -145,6 +145,8 @@ export interface RestoredState {
 export interface Store {
   /** True when {@link flush} means "on disk"; false for the memory store. */
   readonly durable: boolean;
+  /** True when every mutation applied so far is committed (nothing to wait for). */
+  readonly idle: boolean;
   /** Opens the back end. Rejects with a clear message when the file is locked or unreadable. */
   open(): Promise<void>;
   /** Reads everything back (called once after open). */

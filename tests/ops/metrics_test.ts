@@ -280,6 +280,9 @@ class HeldStore implements Store {
   get durable(): boolean {
     return this.#inner.durable;
   }
+  get idle(): boolean {
+    return this.#hold === undefined;
+  }
   get stats(): StoreStats {
     return this.#inner.stats;
   }
