@@ -463,11 +463,15 @@ export class Broker {
     if (client.disconnectedCleanly || client.suppressWill) session.will = undefined;
     else connectionLost(this, session, now);
     if (session.persistent && this.store.durable && session.inflight.size > 0) {
-      // QoS 1 messages sent from the queue kept their "queued" record (routing.ts): their in-flight records are
-      // written now, so that after a crash while the client is away they come back with DUP (MQTT-3.3.1-1).
+      // QoS 1 messages sent from the queue kept their "queued" record (routing.ts). The in-flight record of
+      // the newest one in flight is written now: after a crash while the client is away, restore.ts takes every
+      // queued record older than it for sent, so all of them come back with DUP (MQTT-3.3.1-1). One write per
+      // session, however large its window.
+      let newest: OutEntry | undefined;
       for (const entry of session.inflight.values()) {
-        if (entry.state === "publish" && entry.qos === 1) this.persistOutbound(session, entry);
+        if (entry.state === "publish" && entry.qos === 1) newest = entry; // values() is in seq order
       }
+      if (newest !== undefined) this.persistOutbound(session, newest);
     }
     this.#redistributeShared(session);
     if (!session.persistent) {
