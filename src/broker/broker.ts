@@ -89,6 +89,8 @@ export class Broker {
   /** The client whose PUBLISH is being routed right now (for flow control). */
   currentPublisher?: Client;
   /** Queue length of a live session above which its publishers pause; and where they resume. */
+  /** Counts reloads of the auth settings: a CONNECT whose password check spans one is checked again. */
+  authEpoch = 0;
   /** `server.max_queued_messages` and `server.max_queued_bytes` per session, Infinity for 0 (no limit). */
   readonly maxQueuedMessages: number;
   readonly maxQueuedBytes: number;
@@ -592,6 +594,7 @@ export class Broker {
     const oldPasswords = this.passwords;
     this.passwords = passwords;
     this.acl = acl;
+    this.authEpoch++;
     // Only keys that are safe to change live are taken; the rest need a restart.
     this.config = {
       ...old,
@@ -622,20 +625,29 @@ export class Broker {
     // disconnected (MQTT 5: 0x87). Passwords are not kept, so a changed line cannot be checked again: the
     // client logs in anew. Clients authenticated by their certificate (use_cn_as_username) stay.
     for (const client of [...this.connections]) {
-      if (client.state !== "connected" || client.transport.peerCommonName !== undefined) continue;
-      const user = client.username;
-      const why = user === undefined
-        ? (next.auth.allow_anonymous ? undefined : "anonymous clients are no longer allowed")
-        : passwords === undefined
-        ? (next.auth.allow_anonymous
-          ? undefined
-          : "clients without a password file entry are no longer allowed")
-        : oldPasswords !== undefined && passwords.sameEntry(user, oldPasswords)
-        ? undefined
-        : `the password file has changed for user "${user}"`;
+      if (client.state !== "connected") continue;
+      const why = this.credentialProblem(client, oldPasswords);
       if (why !== undefined) client.disconnect(ReasonCode.NotAuthorized, why);
     }
     return changes;
+  }
+
+  /**
+   * Why a client authenticated against `loginPasswords` no longer passes the current auth settings, or
+   * undefined. Clients authenticated by their certificate (use_cn_as_username) always pass.
+   */
+  credentialProblem(client: Client, loginPasswords: PasswordFile | undefined): string | undefined {
+    if (client.transport.peerCommonName !== undefined) return undefined;
+    const user = client.username;
+    const anonymousOk = this.config.auth.allow_anonymous;
+    if (user === undefined) return anonymousOk ? undefined : "anonymous clients are no longer allowed";
+    const passwords = this.passwords;
+    if (passwords === undefined) {
+      return anonymousOk ? undefined : "clients without a password file entry are no longer allowed";
+    }
+    return loginPasswords !== undefined && passwords.sameEntry(user, loginPasswords)
+      ? undefined
+      : `the password file has changed for user "${user}"`;
   }
 
   /**

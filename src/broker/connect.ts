@@ -170,9 +170,13 @@ export function handleConnect(broker: Broker, client: Client, p: ConnectPacket):
 
   const authResult = authenticate(broker, client, p);
   if (typeof authResult === "number") return afterAuthentication(broker, client, p, assignedId, authResult);
-  return authResult.then((code) =>
-    client.isClosed ? undefined : afterAuthentication(broker, client, p, assignedId, code)
-  );
+  // A SIGHUP while the password is checked: the check used the old file, so it is done again with the new one.
+  const epoch = broker.authEpoch;
+  return authResult.then((code) => {
+    if (client.isClosed) return undefined;
+    if (broker.authEpoch !== epoch) return handleConnect(broker, client, p);
+    return afterAuthentication(broker, client, p, assignedId, code);
+  });
 }
 
 /** CONNECT once the credentials are decided: a refusal, or the session set up and the CONNACK sent. */
@@ -257,12 +261,16 @@ function afterAuthentication(
   client.session = session;
 
   if (broker.store.durable && broker.pendingWrites) {
-    // CONNACK promises the session exists: commit first.
+    // CONNACK promises the session exists: commit first. A SIGHUP meanwhile holds this client to the new
+    // credentials, as it does the connected ones.
+    const epoch = broker.authEpoch;
+    const loginPasswords = broker.passwords;
     return broker.store.flush().then(
       () => {
-        if (!client.isClosed) {
-          accept(broker, client, p, session, sessionPresent, assignedId, serverKeepAlive, expiry);
-        }
+        if (client.isClosed) return;
+        const why = broker.authEpoch === epoch ? undefined : broker.credentialProblem(client, loginPasswords);
+        if (why !== undefined) refuse(client, ReasonCode.NotAuthorized, why);
+        else accept(broker, client, p, session, sessionPresent, assignedId, serverKeepAlive, expiry);
       },
       (err) => {
         broker.logger.error("store commit failed during CONNECT", {

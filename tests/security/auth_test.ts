@@ -143,3 +143,36 @@ Deno.test("SIGHUP: connected clients whose credentials no longer pass are discon
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SIGHUP during a CONNECT's password check: the check is made again against the new file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-auth-reload-mid-" });
+  try {
+    const file = `${dir}/passwd`;
+    // Enough iterations that the check is still running when the reload comes.
+    await Deno.writeTextFile(file, `alice:${await hashPassword("wonderland", { iterations: 400_000 })}\n`);
+    const b = await startBroker({ auth: { password_file: file, allow_anonymous: false } });
+    try {
+      const c = await RawClient.open(b.port, 5);
+      c.send({
+        type: 1,
+        protocolName: "MQTT",
+        protocolVersion: 5,
+        clean: true,
+        keepAlive: 30,
+        clientId: "mid-login",
+        username: "alice",
+        password: te("wonderland"),
+      });
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      await Deno.writeTextFile(file, `bob:${await hashPassword("builder", { iterations: ITERATIONS })}\n`);
+      await b.broker.reload(b.config);
+      const connack = await c.expect(2, 5000) as ConnackPacket;
+      assert.equal(connack.reasonCode, 0x86, "alice is no longer in the file");
+      await c.close();
+    } finally {
+      await b.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
