@@ -318,8 +318,11 @@ export function releaseHold(broker: Broker, session: Session, client: Client): v
 function mayRead(broker: Broker, session: Session, entry: OutEntry): boolean {
   const acl = broker.acl;
   if (acl === undefined || acl.canRead(session.username, session.clientId, entry.msg.topic)) return true;
-  broker.metrics.dropped.not_authorized++;
   if (session.persistent) broker.persistOutboundDelete(session, entry.seq);
+  // A shared subscription's message goes to another member that may read it (§4.8.2), else it is dropped.
+  if (entry.share === undefined || !deliverShared(broker, entry.share, entry.msg, session)) {
+    broker.metrics.dropped.not_authorized++;
+  }
   return false;
 }
 

@@ -123,12 +123,11 @@ function checkKeyPair(spec: ListenerSpec, files: TlsFiles): void {
   }
 }
 
-/** The subject CN of a peer certificate (the last one when there are several), if any. */
+/** The subject CN of a peer certificate (the first one when there are several, as Mosquitto takes it). */
 function commonName(cert: tls.PeerCertificate | undefined): string | undefined {
   const cn: unknown = cert?.subject?.CN;
-  // Several CNs in the subject: the first one, as Mosquitto takes it.
-  if (Array.isArray(cn)) return cn.length > 0 && cn[0] !== "" ? String(cn[0]) : undefined;
-  return typeof cn === "string" && cn !== "" ? cn : undefined;
+  const first = Array.isArray(cn) ? cn[0] : cn;
+  return typeof first === "string" && first !== "" ? first : undefined;
 }
 
 /**
