@@ -333,6 +333,12 @@ export class Broker {
     if (!this.#deferred(client, fn)) fn();
   }
 
+  /** Like {@link runAfterCommit}, but never at once: behind everything the client has waiting now. */
+  runLater(client: Client, fn: () => void): void {
+    (client.pendingAcks ??= []).push(fn);
+    this.#waitForCommit(client);
+  }
+
   /**
    * Queues `item` behind the client's waiting acks when a store write or an earlier ack is pending, and
    * returns true; returns false when nothing waits, and the caller acts at once.

@@ -57,6 +57,11 @@ export class Client {
    * open holds and the held deliveries not yet sent.
    */
   holdSends = 0;
+  /**
+   * PUBLISHes to this client waiting for their in-flight record's commit (QoS 2, and QoS 1 under a packet id
+   * of their own: routing.ts, sendAfterRecordCommit): held deliveries behind them wait for them to go out.
+   */
+  recordWaiting = 0;
   /** In-flight messages of the session not resent yet after the reconnect, beyond the window (routing.ts). */
   resendBacklog?: OutEntry[];
   /** Inbound QoS 1/2 PUBLISHes not yet acknowledged, for our Receive Maximum (§4.9). */

@@ -156,10 +156,13 @@ export function deliver(
     else {
       // Held (subscribe.ts): in its place among the client's waiting packets, and holding what comes next.
       client.holdSends++;
-      broker.runAfterCommit(client, () => {
+      const send = () => {
+        // Behind a QoS 2 PUBLISH that went ahead of it and waits for its commit.
+        if (client.recordWaiting > 0) return broker.runLater(client, send);
         sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
         releaseHold(broker, session, client);
-      });
+      };
+      broker.runAfterCommit(client, send);
     }
     return;
   }
@@ -175,9 +178,10 @@ export function deliver(
   };
   if (
     client !== undefined && session.queuedCount === 0 && session.inflight.size < client.sendQuota &&
-    // While a hold is on, only QoS 2 to a durable session goes straight on: it waits for its own commit
-    // among the client's waiting packets anyway (sendQoS2AfterCommit).
-    (client.holdSends === 0 || (qos === 2 && session.persistent && broker.store.durable))
+    // While a hold is on, only QoS 2 to a durable session goes straight on, and only when all that is held
+    // are other QoS 2 PUBLISHes: it waits for its own commit behind them anyway (sendAfterRecordCommit).
+    (client.holdSends === 0 ||
+      (qos === 2 && client.holdSends === client.recordWaiting && session.persistent && broker.store.durable))
   ) {
     startSending(broker, session, client, entry, false);
     return;
@@ -215,10 +219,13 @@ export function deliver(
     // after it until then.
     const seq = entry.seq;
     client.holdSends++;
-    broker.runAfterCommit(client, () => {
+    const send = () => {
+      // Behind a QoS 2 PUBLISH that went ahead of it and waits for its commit.
+      if (client.recordWaiting > 0 && session.client === client) return broker.runLater(client, send);
       if (session.client === client) pumpThrough(broker, session, client, seq);
       releaseHold(broker, session, client);
-    });
+    };
+    broker.runAfterCommit(client, send);
   }
   if (client !== undefined && session.queuedCount >= broker.queueHighWater) {
     // Flow control: a live subscriber that is acknowledging (within the last 2 s) but slower than its
@@ -255,8 +262,10 @@ function startSending(
   const maybeSentBefore = entry.packetId === MAYBE_SENT;
   const idOfSeq = session.assignPacketId(entry);
   entry.state = "publish";
-  if (entry.qos === 2 && session.persistent && broker.store.durable) {
-    sendQoS2AfterCommit(broker, session, client, entry);
+  // QoS 2, and QoS 1 under a packet id its sequence number does not name (only its record knows it): out once
+  // the in-flight record is committed, or a crash could bring the message back under another id.
+  if ((entry.qos === 2 || !idOfSeq) && session.persistent && broker.store.durable) {
+    sendAfterRecordCommit(broker, session, client, entry);
     return;
   }
   if (!sendEntry(broker, client, entry, maybeSentBefore)) {
@@ -269,8 +278,8 @@ function startSending(
   session.setInflight(entry);
   // A QoS 1 message moving from the queue into flight keeps its stored "queued" record, which saves one write
   // per message: after a crash it is resent under the packet id of its sequence number, the one it went out
-  // under (packetIdOfSeq). When that id was taken, the in-flight record is written to keep the one it got (QoS 2
-  // took sendQoS2AfterCommit above whenever there is a store to write to).
+  // under (packetIdOfSeq). One under another id took sendAfterRecordCommit above (as QoS 2 does) whenever
+  // there is a store to write to.
   if (session.persistent && (!fromQueue || !idOfSeq)) {
     broker.persistOutbound(session, entry);
   }
@@ -280,16 +289,19 @@ function startSending(
  * Exactly once across a crash (§4.3.3): a QoS 2 PUBLISH to a persistent session goes out only once its
  * in-flight record, packet id included, is committed. Sent before, a crash could bring the message back as
  * queued (or, for a publisher's resend, as new) under another packet id, which the receiver would take for a
- * second message. Kept in order with the client's other deferred packets (acks, PUBRELs).
+ * second message. The same for a QoS 1 one whose packet id only its record holds (MQTT-4.4.0-1). Kept in
+ * order with the client's other deferred packets (acks, PUBRELs), and what comes after it waits (a hold).
  */
-function sendQoS2AfterCommit(broker: Broker, session: Session, client: Client, entry: OutEntry): void {
+function sendAfterRecordCommit(broker: Broker, session: Session, client: Client, entry: OutEntry): void {
   session.setInflight(entry);
   broker.persistOutbound(session, entry);
   const packetId = entry.packetId;
   // What comes for this client meanwhile waits behind it (a hold), so a later QoS 0 or 1 message cannot
   // overtake it on the way.
   client.holdSends++;
+  client.recordWaiting++;
   broker.runAfterCommit(client, () => {
+    client.recordWaiting--;
     // Gone meanwhile (the client left; a reconnect resends it from the in-flight table with DUP).
     if (session.client === client && session.inflight.get(packetId) === entry && entry.state === "publish") {
       if (!sendEntry(broker, client, entry, false)) {
@@ -303,7 +315,7 @@ function sendQoS2AfterCommit(broker: Broker, session: Session, client: Client, e
 }
 
 /**
- * Ends one hold (subscribe.ts, sendQoS2AfterCommit, a held delivery). The last one sends what waits in the
+ * Ends one hold (subscribe.ts, sendAfterRecordCommit, a held delivery). The last one sends what waits in the
  * queue with room in the window: acknowledgements that came during the hold did not (pump).
  */
 export function releaseHold(broker: Broker, session: Session, client: Client): void {
@@ -381,7 +393,8 @@ function pumpThrough(broker: Broker, session: Session, client: Client, lastSeq: 
     client.resendBacklog = undefined;
   }
   let now = 0; // read once, and only if a queued message has an expiry
-  while (session.inflight.size < client.sendQuota) {
+  // A QoS 2 PUBLISH sent from here waits for its commit (sendAfterRecordCommit): what follows waits for it.
+  while (session.inflight.size < client.sendQuota && client.recordWaiting === 0) {
     const head = session.peek();
     if (head === undefined || head.seq > lastSeq) break;
     const entry = session.dequeue()!;

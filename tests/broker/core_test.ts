@@ -965,3 +965,39 @@ Deno.test("kv store: a PUBACK waits for the commit of its message even when a ho
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("kv store: QoS 2 messages that wait in the queue keep their place among QoS 0 and 1 ones", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-qos2-queue-order-" });
+  const b = await startBroker({ qos: { max_qos: 2 }, storage: { backend: "kv", path: `${dir}/mqtt.db` } });
+  try {
+    const sub = await RawClient.connect(b.port, { clientId: "q2q-sub", clean: false });
+    await sub.subscribe("q2q/#", 2);
+    const pub = await RawClient.connect(b.port, { clientId: "q2q-pub" });
+    const qos = [2, 1, 2, 0, 1, 2, 2, 1] as const;
+    const bytes: number[] = [];
+    qos.forEach((q, i) => {
+      bytes.push(...encode({
+        type: 3,
+        topic: "q2q/t",
+        payload: te(String(i)),
+        qos: q,
+        retain: false,
+        dup: false,
+        packetId: q > 0 ? i + 1 : undefined,
+      }, 4));
+    });
+    await pub.sendBytes(new Uint8Array(bytes)); // one segment: routed while earlier commits are pending
+    const got: string[] = [];
+    while (got.length < qos.length) {
+      const p = (await sub.expect(3)) as PublishPacket;
+      got.push(td(p.payload));
+      if (p.qos === 1) sub.send({ type: 4, packetId: p.packetId! });
+      if (p.qos === 2) sub.send({ type: 5, packetId: p.packetId! });
+    }
+    assert.deepEqual(got, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+    await Promise.all([pub.close(), sub.close()]);
+  } finally {
+    await b.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
