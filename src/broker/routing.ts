@@ -153,17 +153,7 @@ export function deliver(
   if (qos === 0) {
     if (client === undefined) return;
     if (client.holdSends === 0) sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
-    else {
-      // Held (subscribe.ts): in its place among the client's waiting packets, and holding what comes next.
-      client.holdSends++;
-      const send = () => {
-        // Behind a QoS 2 PUBLISH that went ahead of it and waits for its commit.
-        if (client.recordWaiting > 0) return broker.runLater(client, send);
-        sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
-        releaseHold(broker, session, client);
-      };
-      broker.runAfterCommit(client, send);
-    }
+    else holdQoS0(broker, session, client, msg, retain, subscriptionIds);
     return;
   }
   const entry: OutEntry = {
@@ -214,19 +204,7 @@ export function deliver(
   if (client === undefined) keepLong(msg);
   session.enqueue(entry);
   if (session.persistent) broker.persistOutbound(session, entry);
-  if (client !== undefined && client.holdSends > 0) {
-    // Held (subscribe.ts): it goes out in its place among the client's waiting packets, and holds what comes
-    // after it until then.
-    const seq = entry.seq;
-    client.holdSends++;
-    const send = () => {
-      // Behind a QoS 2 PUBLISH that went ahead of it and waits for its commit.
-      if (client.recordWaiting > 0 && session.client === client) return broker.runLater(client, send);
-      if (session.client === client) pumpThrough(broker, session, client, seq);
-      releaseHold(broker, session, client);
-    };
-    broker.runAfterCommit(client, send);
-  }
+  if (client !== undefined && client.holdSends > 0) holdQueued(broker, session, client, entry.seq);
   if (client !== undefined && session.queuedCount >= broker.queueHighWater) {
     // Flow control: a live subscriber that is acknowledging (within the last 2 s) but slower than its
     // publishers makes the publishing client pause reading, instead of its queue overflowing. A stuck
@@ -236,6 +214,44 @@ export function deliver(
       publisher.waitForDrain = session;
     }
   }
+}
+
+/**
+ * A QoS 0 delivery while the client's sends are held (subscribe.ts): in its place among the client's waiting
+ * packets, and holding what comes next. Apart from {@link deliver} so that only held deliveries make a closure
+ * (a closure inside it would give every call a context to allocate).
+ */
+function holdQoS0(
+  broker: Broker,
+  session: Session,
+  client: Client,
+  msg: Message,
+  retain: boolean,
+  subscriptionIds: number[] | undefined,
+): void {
+  client.holdSends++;
+  const send = () => {
+    // Behind a PUBLISH that went ahead of it and waits for its record's commit.
+    if (client.recordWaiting > 0) return broker.runLater(client, send);
+    sendPublish(broker, client, msg, 0, retain, subscriptionIds, 0, false);
+    releaseHold(broker, session, client);
+  };
+  broker.runAfterCommit(client, send);
+}
+
+/**
+ * A QoS 1/2 delivery queued while the client's sends are held: it goes out in its place among the client's
+ * waiting packets (as far as the queue up to it), and holds what comes after it until then.
+ */
+function holdQueued(broker: Broker, session: Session, client: Client, seq: number): void {
+  client.holdSends++;
+  const send = () => {
+    // Behind a PUBLISH that went ahead of it and waits for its record's commit.
+    if (client.recordWaiting > 0 && session.client === client) return broker.runLater(client, send);
+    if (session.client === client) pumpThrough(broker, session, client, seq);
+    releaseHold(broker, session, client);
+  };
+  broker.runAfterCommit(client, send);
 }
 
 /**
