@@ -361,3 +361,39 @@ Deno.test("ACL: queued and in-flight messages are checked again when they go out
     await Promise.all([back.close(), writer.close()]);
   });
 });
+
+Deno.test("ACL: a queued shared-subscription message its member may no longer read goes to another member", async () => {
+  await withAclBroker(async (b) => {
+    const file = b.config.auth.acl_file;
+    await Deno.writeTextFile(file, `${await Deno.readTextFile(file)}\nuser reader2\ntopic read sensors/#\n`);
+    await b.broker.reload(b.config);
+    // The only member is offline when the message comes: it is queued for it.
+    const a = await connect(b, "share-a", "reader", 4, false);
+    await subscribe(a, ["$share/g/sensors/#"]);
+    await a.close();
+    const writer = await connect(b, "share-writer", "writer");
+    writer.send({
+      type: 3,
+      topic: "sensors/s",
+      payload: te("shared"),
+      qos: 1,
+      retain: false,
+      dup: false,
+      packetId: 1,
+    });
+    await writer.expect(4);
+    const other = await connect(b, "share-b", "reader2");
+    await subscribe(other, ["$share/g/sensors/#"]);
+    // reader loses sensors/#; when its session comes back, the message goes to the member that may read it.
+    await Deno.writeTextFile(
+      file,
+      (await Deno.readTextFile(file)).replace("topic read sensors/#", "topic read other/#"),
+    );
+    await b.broker.reload(b.config);
+    const back = await connect(b, "share-a", "reader", 4, false);
+    assert.deepEqual(await drainPublishes(back), []);
+    assert.deepEqual(await drainPublishes(other), ["sensors/s=shared"]);
+    assert.equal(b.broker.metrics.dropped.not_authorized, 0);
+    await Promise.all([back.close(), other.close(), writer.close()]);
+  });
+});
