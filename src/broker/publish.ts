@@ -15,7 +15,7 @@ import type { AckPacket, PublishPacket, QoS } from "../mqtt/types.ts";
 import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
 import { forwardableProperties, type Message, shapeSlot } from "./message.ts";
-import { forgetResend, pump, pumpIfWaiting, route } from "./routing.ts";
+import { completeInflight, pump, pumpIfWaiting, route } from "./routing.ts";
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -215,11 +215,7 @@ export function handlePuback(broker: Broker, client: Client, p: AckPacket): void
   const entry = session.inflight.get(p.packetId);
   if (entry === undefined || entry.qos !== 1) return; // unknown id: nothing to release (§4.3.2)
   client.lastAck = client.lastRead;
-  session.deleteInflight(p.packetId);
-  forgetResend(client, entry);
-  if (session.persistent) {
-    broker.persistOutboundDelete(session, entry.seq);
-  }
+  completeInflight(broker, session, client, entry);
   pumpIfWaiting(broker, session, client);
 }
 
@@ -234,11 +230,7 @@ export function handlePubrec(broker: Broker, client: Client, p: AckPacket): void
   client.lastAck = client.lastRead;
   if ((p.reasonCode ?? 0) >= 0x80) {
     // The receiver refused the message: the exchange ends here (§4.3.3).
-    session.deleteInflight(p.packetId);
-    forgetResend(client, entry);
-    if (session.persistent) {
-      broker.persistOutboundDelete(session, entry.seq);
-    }
+    completeInflight(broker, session, client, entry);
     pump(broker, session);
     return;
   }
@@ -257,10 +249,6 @@ export function handlePubcomp(broker: Broker, client: Client, p: AckPacket): voi
   const entry = session.inflight.get(p.packetId);
   if (entry === undefined || entry.state !== "pubrel") return;
   client.lastAck = client.lastRead;
-  session.deleteInflight(p.packetId);
-  forgetResend(client, entry);
-  if (session.persistent) {
-    broker.persistOutboundDelete(session, entry.seq);
-  }
+  completeInflight(broker, session, client, entry);
   pumpIfWaiting(broker, session, client);
 }

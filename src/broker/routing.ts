@@ -320,11 +320,8 @@ function sendAfterRecordCommit(broker: Broker, session: Session, client: Client,
     client.recordWaiting--;
     // Gone meanwhile (the client left; a reconnect resends it from the in-flight table with DUP).
     if (session.client === client && session.inflight.get(packetId) === entry && entry.state === "publish") {
-      if (!sendEntry(broker, client, entry, false)) {
-        // Too large for this client: treated as delivered (§3.1.2.11.4).
-        session.deleteInflight(packetId);
-        broker.persistOutboundDelete(session, entry.seq);
-      }
+      // Too large for this client: treated as delivered (§3.1.2.11.4).
+      if (!sendEntry(broker, client, entry, false)) completeInflight(broker, session, client, entry);
     }
     releaseHold(broker, session, client);
   });
@@ -369,10 +366,13 @@ function sendEntry(broker: Broker, client: Client, entry: OutEntry, dup: boolean
 }
 
 /**
- * An in-flight entry acknowledged (or refused) by the client before its resend after a reconnect: it leaves
- * the backlog, whose length {@link pumpThrough} takes from the window.
+ * An in-flight entry is done with: acknowledged, refused by the client, or dropped as too large for it. It
+ * leaves the in-flight table, the store, and the resend backlog, whose length {@link pumpThrough} takes from
+ * the window (the client may acknowledge a message it had before its resend after a reconnect).
  */
-export function forgetResend(client: Client, entry: OutEntry): void {
+export function completeInflight(broker: Broker, session: Session, client: Client, entry: OutEntry): void {
+  session.deleteInflight(entry.packetId);
+  if (session.persistent) broker.persistOutboundDelete(session, entry.seq);
   const backlog = client.resendBacklog;
   if (backlog === undefined) return;
   const i = backlog.indexOf(entry);
@@ -388,7 +388,7 @@ export function pumpIfWaiting(broker: Broker, session: Session, client: Client):
 /** Sends queued messages while the client's window has room (after an ack or a reconnect). */
 export function pump(broker: Broker, session: Session): void {
   const client = session.client;
-  if (client === undefined || client.holdSends > 0) return; // the hold's end pumps (subscribe.ts)
+  if (client === undefined || client.holdSends > 0) return; // the last hold to end pumps (releaseHold)
   pumpThrough(broker, session, client, Infinity);
 }
 
@@ -409,7 +409,7 @@ function pumpThrough(broker: Broker, session: Session, client: Client, lastSeq: 
     client.resendBacklog = undefined;
   }
   let now = 0; // read once, and only if a queued message has an expiry
-  // A QoS 2 PUBLISH sent from here waits for its commit (sendAfterRecordCommit): what follows waits for it.
+  // A PUBLISH sent from here that waits for its record's commit (sendAfterRecordCommit): what follows waits.
   while (session.inflight.size < client.sendQuota && client.recordWaiting === 0) {
     const head = session.peek();
     if (head === undefined || head.seq > lastSeq) break;
@@ -447,8 +447,7 @@ function resendEntry(broker: Broker, session: Session, client: Client, entry: Ou
   } else if (!sendEntry(broker, client, entry, true)) {
     // Too large for the client's Maximum Packet Size of this connection: treated as delivered
     // (MQTT-3.1.2-25), or it would hold a slot of the window for good.
-    session.deleteInflight(entry.packetId);
-    if (session.persistent) broker.persistOutboundDelete(session, entry.seq);
+    completeInflight(broker, session, client, entry);
   }
 }
 
