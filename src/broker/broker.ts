@@ -88,12 +88,12 @@ export class Broker {
   readonly listeners: ListenerHandle[] = [];
   /** The client whose PUBLISH is being routed right now (for flow control). */
   currentPublisher?: Client;
-  /** Queue length of a live session above which its publishers pause; and where they resume. */
   /** Counts reloads of the auth settings: a CONNECT whose password check spans one is checked again. */
   authEpoch = 0;
   /** `server.max_queued_messages` and `server.max_queued_bytes` per session, Infinity for 0 (no limit). */
   readonly maxQueuedMessages: number;
   readonly maxQueuedBytes: number;
+  /** Queue length of a live session above which its publishers pause; and where they resume. */
   queueHighWater: number;
   queueLowWater: number;
   #metricsServer?: { port: number; close(): Promise<void> };

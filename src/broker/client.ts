@@ -53,8 +53,8 @@ export class Client {
   /**
    * While above 0, deliveries to this client wait (QoS 1/2 in the session queue, QoS 0 behind the pending
    * acks) so that messages held for a store commit keep their place: retained messages of a SUBSCRIBE whose
-   * SUBACK waits (subscribe.ts), a QoS 2 PUBLISH waiting for its in-flight record (routing.ts). Counts the
-   * open holds and the held deliveries not yet sent.
+   * SUBACK waits (subscribe.ts), a PUBLISH waiting for its in-flight record (routing.ts,
+   * sendAfterRecordCommit). Counts the open holds and the held deliveries not yet sent.
    */
   holdSends = 0;
   /**

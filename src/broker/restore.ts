@@ -8,8 +8,8 @@
 import { parseSharedFilter } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import type { Message } from "./message.ts";
-import { publishWill } from "./will.ts";
 import { MAYBE_SENT, NEVER_EXPIRES, type OutEntry, packetIdOfSeq, Session } from "./session.ts";
+import { connectionLost, publishWill } from "./will.ts";
 
 /** Loads everything from the store into the broker and logs what it restored. */
 export async function restore(broker: Broker): Promise<void> {
@@ -56,14 +56,7 @@ export async function restore(broker: Broker): Promise<void> {
     session.username = record.username;
     session.will = record.will;
     session.willDueAt = record.willDueAt;
-    if (record.disconnectedAt === undefined) {
-      connectedAtCrash.push(session);
-      // The broker went down with the client connected: that connection ended without a DISCONNECT, so its
-      // will is due after its Will Delay Interval from now (never after the session ends); the once-a-second
-      // sweep publishes it once everything is restored (§3.1.2.5).
-      const delay = record.will?.properties?.willDelayInterval ?? 0;
-      if (record.will !== undefined) session.willDueAt = now + Math.min(delay, record.expiryInterval) * 1000;
-    }
+    if (record.disconnectedAt === undefined) connectedAtCrash.push(session);
     for (const sub of record.subscriptions) {
       session.setSubscription(sub.filter, sub);
       broker.tree.add(session, sub, parseSharedFilter(sub.filter) ?? undefined);
@@ -161,8 +154,11 @@ export async function restore(broker: Broker): Promise<void> {
     else broker.persist({ op: "incoming.delete", clientId, packetId });
   }
   for (const session of endedWills) publishWill(broker, session);
-  // Wills already due (those of clients connected at the crash without a Will Delay Interval, delayed ones
-  // whose time passed while the broker was down) go now: a reconnect right after the start would cancel them.
+  // The broker went down with these clients connected: their connections ended without a DISCONNECT, so
+  // their wills go now or after their Will Delay Interval from now (§3.1.2.5), as for any lost connection.
+  for (const session of connectedAtCrash) connectionLost(broker, session, now);
+  // Delayed wills whose time passed while the broker was down go now too: a reconnect right after the start
+  // would cancel them.
   for (const session of broker.sessions.values()) {
     if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);
   }
