@@ -115,7 +115,7 @@ function logStartup(logger: Logger, config: Config, broker: Broker): void {
     path: config.storage.backend === "kv" ? config.storage.path : undefined,
     clean_session_default: config.server.clean_session_default,
   });
-  if ((broker.store as { emptyFileAtOpen?: boolean }).emptyFileAtOpen) { // KvStore
+  if (broker.store.emptyFileAtOpen) {
     logger.warn("storage.path was an empty (0-byte) file: started with an empty store", {
       path: config.storage.path,
     });

@@ -84,11 +84,11 @@ function sendRetained(
   if (session === undefined || session.client !== client) return;
   const now = Date.now();
   const acl = broker.acl;
-  let expired: string[] | undefined;
+  let expired: StoredMessage[] | undefined;
   for (const { sub, filter } of list) {
     broker.retained.forEachMatch(filter, (msg: StoredMessage) => {
       if (msg.expiresAt !== undefined && msg.expiresAt <= now) {
-        (expired ??= []).push(msg.topic);
+        (expired ??= []).push(msg);
         return;
       }
       if (acl !== undefined && !acl.canRead(client.username, client.clientId, msg.topic)) return;
@@ -105,13 +105,9 @@ function sendRetained(
     });
   }
   // Expired retained messages met on the way are dropped for good (§3.3.2.3.3), from the store too.
+  // (An empty payload deletes; a topic met twice is gone the second time, which deletes nothing.)
   if (expired !== undefined) {
-    for (const topic of new Set(expired)) {
-      const msg = broker.retained.get(topic);
-      if (msg?.expiresAt !== undefined && msg.expiresAt <= now) {
-        broker.setRetained({ ...msg, payload: new Uint8Array(0) });
-      }
-    }
+    for (const msg of expired) broker.setRetained({ ...msg, payload: new Uint8Array(0) });
   }
 }
 

@@ -947,7 +947,7 @@ function* commitOrder(batch: Batch): Generator<Entry> {
   }
   let ids: Entry[] | undefined;
   for (const e of batch.entries.values()) {
-    if (deleted.size > 0 && oldKeyOfDeleted(e)) continue;
+    if (oldKeyOfDeleted(e)) continue;
     if (e.value !== null && e.key[0] === Bucket.incoming) (ids ??= []).push(e);
     else yield e;
   }

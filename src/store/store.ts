@@ -147,6 +147,8 @@ export interface Store {
   readonly durable: boolean;
   /** True when every mutation applied so far is committed (nothing to wait for). */
   readonly idle: boolean;
+  /** Set by {@link open} when the database file existed but was empty (0 bytes): worth a warning. */
+  readonly emptyFileAtOpen?: boolean;
   /** Opens the back end. Rejects with a clear message when the file is locked or unreadable. */
   open(): Promise<void>;
   /** Reads everything back (called once after open). */

@@ -167,9 +167,14 @@ export class WebSocketConn implements ByteConn {
     return `${a.hostname}:${a.port}`;
   }
 
-  /** Writes in order: frames from write(), pongs and close frames never interleave. */
-  #send(bytes: Uint8Array): Promise<void> {
-    const next = this.#writes.then(() => writeAll(this.#inner, bytes));
+  /**
+   * Writes in order: frames from write(), pongs and close frames never interleave. `bytes` may be made only
+   * when its turn comes (a pong answers the newest ping by then).
+   */
+  #send(bytes: Uint8Array | (() => Uint8Array)): Promise<void> {
+    const next = this.#writes.then(() =>
+      writeAll(this.#inner, typeof bytes === "function" ? bytes() : bytes)
+    );
     this.#writes = next.catch(() => {});
     return next;
   }
@@ -182,12 +187,11 @@ export class WebSocketConn implements ByteConn {
     const waiting = this.#pong !== undefined;
     this.#pong = payload;
     if (waiting) return;
-    const next = this.#writes.then(() => {
+    this.#send(() => {
       const pong = frame(0xa, this.#pong!);
       this.#pong = undefined;
-      return writeAll(this.#inner, pong);
-    });
-    this.#writes = next.catch(() => {});
+      return pong;
+    }).catch(() => {});
   }
 
   #closeInner(): void {
