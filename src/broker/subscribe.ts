@@ -116,6 +116,11 @@ export function handleUnsubscribe(broker: Broker, client: Client, p: Unsubscribe
   const session = client.session!;
   const codes: number[] = [];
   for (const filter of p.topicFilters) {
+    // No subscription can have an invalid filter; MQTT 5 has a reason code for saying so (§3.11.3).
+    if (!isValidTopicFilter(filter)) {
+      codes.push(client.version === 5 ? ReasonCode.TopicFilterInvalid : ReasonCode.NoSubscriptionExisted);
+      continue;
+    }
     const share = parseSharedFilter(filter) ?? undefined;
     const removed = session.deleteSubscription(filter);
     if (removed) broker.tree.remove(session, filter, share);

@@ -50,9 +50,13 @@ export function isValidTopicName(topic: string): boolean {
   return bytes > 0 && bytes <= MAX_STRING_BYTES;
 }
 
-/** True for `$SYS` and the topics under it, which only the broker publishes. */
+/**
+ * True for `$SYS` and the topics under it, which only the broker publishes. `$SYSTEM/x` or `$SYSfoo` are
+ * other `$` topics: the first level must be `$SYS` itself.
+ */
 export function isSysTopic(topic: string): boolean {
-  return topic.charCodeAt(0) === 36 && topic.startsWith("$SYS");
+  return topic.charCodeAt(0) === 36 && topic.startsWith("$SYS") &&
+    (topic.length === 4 || topic.charCodeAt(4) === 47);
 }
 
 /**

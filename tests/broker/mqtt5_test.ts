@@ -841,6 +841,51 @@ Deno.test("PUBACK 0x10 when nobody subscribes; 0x87 for a PUBLISH to $SYS", asyn
   }
 });
 
+Deno.test("$SYS is its own first level only: $SYSTEM/x and $SYSfoo are client topics, retained and delivered", async () => {
+  const b = await startBroker({ qos: { max_qos: 2 } });
+  try {
+    const { c: sub } = await connect5(b.port);
+    assert.deepEqual(await subscribe(sub, ["$SYSTEM/#", "$SYSfoo"]), [1, 1]);
+    const { c } = await connect5(b.port);
+    assert.equal((await publish(c, "$SYSTEM/x", "a", { qos: 1, retain: true }))?.reasonCode ?? 0, 0);
+    assert.equal((await publish(c, "$SYSfoo", "b", { qos: 1 }))?.reasonCode ?? 0, 0);
+    assert.equal((await sub.expect(3) as PublishPacket).topic, "$SYSTEM/x");
+    assert.equal((await sub.expect(3) as PublishPacket).topic, "$SYSfoo");
+    // $SYS itself and the topics under it stay the broker's.
+    assert.equal((await publish(c, "$SYS", "c", { qos: 1 }))?.reasonCode, 0x87);
+    // The retained one is a client's message like any other: a new subscriber gets it.
+    const { c: late } = await connect5(b.port);
+    assert.deepEqual(await subscribe(late, ["$SYSTEM/x"]), [1]);
+    assert.equal(td((await late.expect(3) as PublishPacket).payload), "a");
+    // A will under such a topic is accepted too.
+    const { connack, c: w } = await connect5(b.port, {
+      will: { topic: "$SYSTEM/will", payload: te("w"), qos: 0, retain: false },
+    });
+    assert.equal(connack.reasonCode, 0);
+    for (const x of [sub, c, late, w]) await x.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("UNSUBSCRIBE of an invalid filter: 0x8F in MQTT 5 (no subscription can have it), the others handled", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port);
+    assert.deepEqual(await subscribe(c, ["ok/#"]), [1]);
+    c.send({ type: 10, packetId: 77, topicFilters: ["a/#/b", "$share//x", "ok/#", "never"] });
+    const unsuback = await c.expect(11) as { packetId: number; reasonCodes: number[] };
+    assert.equal(unsuback.packetId, 77);
+    assert.deepEqual(unsuback.reasonCodes, [0x8f, 0x8f, 0x00, 0x11]);
+    // The connection goes on: a PING still gets its answer.
+    c.send({ type: 12 });
+    await c.expect(13);
+    await c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
 // ---------------------------------------------------------------------------------------------------
 // Interoperation between protocol levels
 
