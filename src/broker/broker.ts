@@ -9,6 +9,7 @@
  * @module
  */
 
+import { quote } from "../mqtt/errors.ts";
 import { Acl } from "../auth/acl.ts";
 import { PasswordFile } from "../auth/password_file.ts";
 import type { Config } from "../config/types.ts";
@@ -653,7 +654,7 @@ export class Broker {
     }
     return loginPasswords !== undefined && passwords.sameEntry(user, loginPasswords)
       ? undefined
-      : `the password file has changed for user "${user}"`;
+      : `the password file has changed for user ${quote(user)}`;
   }
 
   /**

@@ -21,6 +21,9 @@ const UNACCEPTABLE_PROTOCOL_CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x01]);
 export type ClientState = "connecting" | "connected" | "closed";
 
 /** One connected (or connecting) client. */
+/** Longest Reason String sent, in UTF-16 units (at most 3 bytes each, far below 65,535). */
+const REASON_STRING_MAX = 1024;
+
 export class Client {
   state: ClientState = "connecting";
   readonly decoder: PacketDecoder;
@@ -123,9 +126,26 @@ export class Client {
 
   /** The handler threw: a protocol error closes with its reason code, anything else is our bug. */
   #failed(err: unknown): void {
+    try {
+      this.#failedInner(err);
+    } catch (inner) {
+      // Saying why must never be what takes the broker down: the socket closes without the answer.
+      this.broker.logger.error("closing a connection failed", {
+        addr: this.transport.remoteAddr,
+        error: inner instanceof Error ? (inner.stack ?? inner.message) : String(inner),
+      });
+      this.close("connection closed after an error");
+    }
+  }
+
+  #failedInner(err: unknown): void {
     if (err instanceof MqttError) {
-      if (this.state === "connecting" && err.reasonCode === ReasonCode.UnsupportedProtocolVersion) {
-        // §3.1.2.2: answer an unknown protocol level with return code 1 in the 3.1.1 CONNACK format.
+      if (
+        this.state === "connecting" && err.reasonCode === ReasonCode.UnsupportedProtocolVersion &&
+        this.decoder.protocolVersion !== 5
+      ) {
+        // §3.1.2.2: answer an unknown protocol level with return code 1 in the 3.1.1 CONNACK format (a
+        // CONNECT that said level 5 gets the MQTT 5 CONNACK 0x84 from disconnect() instead: one CONNACK).
         this.transport.write(UNACCEPTABLE_PROTOCOL_CONNACK);
       }
       this.disconnect(err.reasonCode, err.message);
@@ -212,7 +232,9 @@ export class Client {
 
   /** A Reason String for MQTT 5 packets, unless the client asked for none (§3.1.2.11.7). */
   reasonString(text: string): Properties | undefined {
-    return this.version === 5 && this.problemInfo ? { reasonString: text } : undefined;
+    if (this.version !== 5 || !this.problemInfo) return undefined;
+    // For people reading it, and bounded (MQTT strings end at 65,535 bytes); peers' strings are cut already.
+    return { reasonString: text.length > REASON_STRING_MAX ? text.slice(0, REASON_STRING_MAX) : text };
   }
 
   /**
@@ -224,7 +246,11 @@ export class Client {
     if (reasonCode >= 0x80) {
       if (this.state === "connected") {
         if (this.version === 5) {
-          this.send({ type: PacketType.DISCONNECT, reasonCode, properties: this.reasonString(reason) });
+          // A CONNACK-only code (a second CONNECT with a bad protocol name, say) is a protocol error here.
+          const code = isValidReasonCode(PacketType.DISCONNECT, reasonCode)
+            ? reasonCode
+            : ReasonCode.ProtocolError;
+          this.send({ type: PacketType.DISCONNECT, reasonCode: code, properties: this.reasonString(reason) });
         }
       } else if (this.decoder.protocolVersion === 5 && isValidReasonCode(PacketType.CONNACK, reasonCode)) {
         // A CONNECT that failed to decode or validate: the decoder saw its protocol level, `version` is not

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { quote } from "../mqtt/errors.ts";
 import { ownCopy } from "../mqtt/slab.ts";
 import { connackCodeForVersion, ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
 import { isSysTopic, isValidDecodedTopicName } from "../mqtt/topic.ts";
@@ -69,13 +70,17 @@ function willAcceptable(broker: Broker, client: Client, will: Will): boolean {
   const config = broker.config;
   const topic = will.topic;
   if (!isValidDecodedTopicName(topic)) {
-    const why = `Will Topic "${topic}" is not a valid topic name`;
+    const why = `Will Topic ${quote(topic)} is not a valid topic name`;
     if (client.version === 5) refuse(client, ReasonCode.TopicNameInvalid, why);
     else client.disconnect(ReasonCode.TopicNameInvalid, why);
     return false;
   }
   if (isSysTopic(topic)) {
-    refuse(client, ReasonCode.NotAuthorized, `Will Topic "${topic}": $SYS is written by the broker only`);
+    refuse(
+      client,
+      ReasonCode.NotAuthorized,
+      `Will Topic ${quote(topic)}: $SYS is written by the broker only`,
+    );
     return false;
   }
   if (client.version !== 5) return true; // 3.1 / 3.1.1 cannot be told; the will's QoS is capped instead
@@ -84,7 +89,7 @@ function willAcceptable(broker: Broker, client: Client, will: Will): boolean {
     refuse(
       client,
       ReasonCode.ProtocolError,
-      `Will Response Topic "${responseTopic}" is not a valid topic name`,
+      `Will Response Topic ${quote(responseTopic)} is not a valid topic name`,
     );
     return false;
   }
@@ -139,7 +144,7 @@ export function handleConnect(broker: Broker, client: Client, p: ConnectPacket):
     refuse(
       client,
       ReasonCode.BadAuthenticationMethod,
-      `authentication method "${props.authenticationMethod}" is not supported`,
+      `authentication method ${quote(props.authenticationMethod)} is not supported`,
     );
     return;
   }
@@ -197,7 +202,7 @@ function afterAuthentication(
     will !== undefined && broker.acl !== undefined &&
     !broker.acl.canPublish(client.username, client.clientId, will.topic)
   ) {
-    refuse(client, ReasonCode.NotAuthorized, `not authorized to publish the will to "${will.topic}"`);
+    refuse(client, ReasonCode.NotAuthorized, `not authorized to publish the will to ${quote(will.topic)}`);
     return;
   }
 

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { quote } from "../mqtt/errors.ts";
 import { ReasonCode } from "../mqtt/reason_codes.ts";
 import { isSysTopic, isValidDecodedTopicName } from "../mqtt/topic.ts";
 import type { AckPacket, PublishPacket, QoS } from "../mqtt/types.ts";
@@ -67,7 +68,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
     // MQTT-3.3.2-14: a Response Topic is a Topic Name, without wildcards.
     client.disconnect(
       ReasonCode.ProtocolError,
-      `Response Topic "${props.responseTopic}" is not a valid topic name`,
+      `Response Topic ${quote(props.responseTopic)} is not a valid topic name`,
     );
     return;
   }
@@ -104,7 +105,7 @@ export function handlePublish(broker: Broker, client: Client, p: PublishPacket):
     return;
   }
   if (!isValidDecodedTopicName(topic)) {
-    client.disconnect(ReasonCode.TopicNameInvalid, `invalid topic name "${topic}"`);
+    client.disconnect(ReasonCode.TopicNameInvalid, `invalid topic name ${quote(topic)}`);
     return;
   }
   const qos = p.qos;

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { quote } from "../mqtt/errors.ts";
 import { ReasonCode } from "../mqtt/reason_codes.ts";
 import { isValidTopicFilter, parseSharedFilter } from "../mqtt/topic.ts";
 import type { QoS, SubscribePacket, UnsubscribePacket } from "../mqtt/types.ts";
@@ -31,7 +32,7 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
     const share = parseSharedFilter(filter) ?? undefined;
     if (share && req.noLocal) {
       // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
-      client.disconnect(ReasonCode.ProtocolError, `no local set on shared subscription "${filter}"`);
+      client.disconnect(ReasonCode.ProtocolError, `no local set on shared subscription ${quote(filter)}`);
       return;
     }
     const plain = share ? share.filter : filter;

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { malformed, MqttError, protocolError } from "./errors.ts";
+import { malformed, MqttError, protocolError, quote } from "./errors.ts";
 import { readProperties, variableByteIntegerLength, WILL_PROPERTIES } from "./properties.ts";
 import { slabCopy } from "./slab.ts";
 import { Reader } from "./reader.ts";
@@ -133,7 +133,7 @@ function decodeConnect(r: Reader): ConnectPacket {
   ) {
     throw new MqttError(
       ReasonCode.UnsupportedProtocolVersion,
-      `unsupported protocol name ${JSON.stringify(protocolName)} with level ${level}`,
+      `unsupported protocol name ${quote(protocolName)} with level ${level}`,
     );
   }
   const version = level as ProtocolVersion;
@@ -280,10 +280,10 @@ function decodeSubscribe(r: Reader, version: ProtocolVersion): SubscribePacket {
       if ((options & 0xc0) !== 0) {
         throw malformed(`subscription options 0x${options.toString(16)} use reserved bits`);
       }
-      if (qos === 3) throw protocolError(`subscription to ${JSON.stringify(topicFilter)} requests QoS 3`);
+      if (qos === 3) throw protocolError(`subscription to ${quote(topicFilter)} requests QoS 3`);
       const rh = (options >>> 4) & 0x03;
       if (rh === 3) {
-        throw protocolError(`subscription to ${JSON.stringify(topicFilter)} has Retain Handling 3`);
+        throw protocolError(`subscription to ${quote(topicFilter)} has Retain Handling 3`);
       }
       sub.noLocal = (options & 0x04) !== 0;
       sub.retainAsPublished = (options & 0x08) !== 0;

@@ -19,6 +19,21 @@ export class MqttError extends Error {
   }
 }
 
+/** Characters of a peer's string kept when it is quoted in an error message or a log line. */
+const QUOTE_MAX = 64;
+
+/**
+ * `s` in double quotes (JSON escapes) for an error message, cut to its first {@link QUOTE_MAX} characters
+ * when longer: a peer's 64 KiB topic must not become a 64 KiB Reason String or log line.
+ */
+export function quote(s: string): string {
+  if (s.length <= QUOTE_MAX) return JSON.stringify(s);
+  let end = QUOTE_MAX;
+  const c = s.charCodeAt(end - 1);
+  if (c >= 0xd800 && c <= 0xdbff) end--; // not half of a surrogate pair
+  return `${JSON.stringify(s.slice(0, end))}... (${s.length} characters)`;
+}
+
 /** Shorthand for a malformed-packet error (0x81). */
 export function malformed(message: string): MqttError {
   return new MqttError(ReasonCode.MalformedPacket, message);

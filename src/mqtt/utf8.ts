@@ -8,7 +8,7 @@
  * @module
  */
 
-import { malformed } from "./errors.ts";
+import { malformed, quote } from "./errors.ts";
 
 /** Shared encoder: `encodeInto` writes straight into the packet buffer. */
 const textEncoder = new TextEncoder();
@@ -36,14 +36,14 @@ export function utf8Length(str: string): number {
   for (let i = 0; i < n; i++) {
     const c = str.charCodeAt(i);
     if (c < 0x80) {
-      if (c === 0) throw malformed(`string ${JSON.stringify(str)} contains U+0000 at index ${i}`);
+      if (c === 0) throw malformed(`string ${quote(str)} contains U+0000 at index ${i}`);
     } else if (c < 0x800) {
       bytes += 1;
     } else if (c >= 0xd800 && c <= 0xdfff) {
       const d = c <= 0xdbff && i + 1 < n ? str.charCodeAt(i + 1) : 0;
       if (d < 0xdc00 || d > 0xdfff) {
         throw malformed(
-          `string ${JSON.stringify(str)} has a lone surrogate 0x${c.toString(16)} at index ${i}`,
+          `string ${quote(str)} has a lone surrogate 0x${c.toString(16)} at index ${i}`,
         );
       }
       // A surrogate pair is one code point of 4 bytes: 2 UTF-16 units already counted, add 2.

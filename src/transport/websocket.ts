@@ -21,6 +21,7 @@
  * @module
  */
 
+import { quote } from "../mqtt/errors.ts";
 import type { Logger } from "../log.ts";
 import { acceptLoop, bindError, type ListenerSpec, type OpenListener } from "./listeners.ts";
 import type { ByteConn, Transport } from "./connection.ts";
@@ -331,7 +332,7 @@ export class WebSocketConn implements ByteConn {
     if (protocol === undefined) {
       return this.#refuse(
         400,
-        `unsupported WebSocket subprotocol "${offered}"; expected "mqtt" or "mqttv3.1"`,
+        `unsupported WebSocket subprotocol ${quote(offered ?? "")}; expected "mqtt" or "mqttv3.1"`,
       );
     }
     let response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +

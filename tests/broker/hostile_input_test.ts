@@ -1,0 +1,120 @@
+/**
+ * Hostile input over raw sockets: a peer's long strings end up cut in Reason Strings and log lines (a 64 KiB
+ * topic quoted whole once made a Reason String that could not be encoded, and the broker died of it), each
+ * bad packet gets one answer with a reason code its packet type allows, and other clients go on.
+ */
+
+import assert from "node:assert/strict";
+import type { ConnackPacket, DisconnectPacket, Packet } from "../../src/mqtt/types.ts";
+import { RawClient, startBroker, te, type TestBroker } from "../helpers.ts";
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    out.push(b);
+  } while (n > 0);
+  return out;
+}
+
+function str(s: string): number[] {
+  const b = te(s);
+  return [b.length >> 8, b.length & 0xff, ...b];
+}
+
+function packet(first: number, body: number[]): Uint8Array {
+  return new Uint8Array([first, ...varint(body.length), ...body]);
+}
+
+/** An MQTT 5 CONNECT body with `name` and `level` as protocol name and level, clean, no properties. */
+function connectBody(name: string, level: number, clientId: string): number[] {
+  return [...str(name), level, 0x02, 0, 60, 0, ...str(clientId)];
+}
+
+/** A QoS 1 round trip between two fresh clients: the broker still serves others. */
+async function stillServes(b: TestBroker): Promise<void> {
+  const sub = await RawClient.connect(b.port, { version: 5 });
+  await sub.subscribe("alive/t", 1);
+  const pub = await RawClient.connect(b.port, { version: 5 });
+  pub.send({ type: 3, topic: "alive/t", payload: te("x"), qos: 1, retain: false, dup: false, packetId: 5 });
+  await pub.expect(4);
+  await sub.expect(3);
+  await pub.close();
+  await sub.close();
+}
+
+function longestLogLine(b: TestBroker): number {
+  return Math.max(0, ...b.logs.map((l) => l.length));
+}
+
+async function disconnectOf(c: RawClient): Promise<DisconnectPacket> {
+  const d = await c.expect(14) as DisconnectPacket;
+  await c.expectClosed();
+  return d;
+}
+
+const CONTROL = "\u0001".repeat(11_000); // 66,000 characters once JSON-escaped
+
+Deno.test("a SUBSCRIBE with QoS 3 on an 11,000-character filter: DISCONNECT 0x82 with a short Reason String", async () => {
+  const b = await startBroker();
+  try {
+    const c = await RawClient.connect(b.port, { version: 5 });
+    await c.sendBytes(packet(0x82, [0, 1, 0, ...str(CONTROL), 0x03]));
+    const d = await disconnectOf(c);
+    assert.equal(d.reasonCode, 0x82);
+    const why = d.properties?.reasonString ?? "";
+    assert.ok(why.includes("QoS 3") && why.length < 1024, why.slice(0, 200));
+    assert.ok(longestLogLine(b) < 2048, `a log line of ${longestLogLine(b)} characters`);
+    await stillServes(b);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("a second CONNECT with a long bad protocol name: DISCONNECT 0x82 (0x84 is a CONNACK code)", async () => {
+  const b = await startBroker();
+  try {
+    const c = await RawClient.connect(b.port, { version: 5 });
+    await c.sendBytes(packet(0x10, connectBody(CONTROL, 5, "again")));
+    assert.equal((await disconnectOf(c)).reasonCode, 0x82);
+    await stillServes(b);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("a first CONNECT with protocol name MQIsdp and level 5 gets one CONNACK (0x84), then the close", async () => {
+  const b = await startBroker();
+  try {
+    const c = await RawClient.open(b.port, 5);
+    await c.sendBytes(packet(0x10, connectBody("MQIsdp", 5, "odd")));
+    await c.expectClosed();
+    const connacks = c.received.filter((p: Packet) => p.type === 2) as ConnackPacket[];
+    assert.deepEqual(connacks.map((p) => p.reasonCode), [0x84]);
+    // A level the server does not know gets the 3.1.1 form of "unacceptable protocol version", alone too.
+    const old = await RawClient.open(b.port, 4);
+    await old.sendBytes(packet(0x10, connectBody("MQTT", 7, "odd2")));
+    await old.expectClosed();
+    assert.deepEqual(old.received.map((p) => [p.type, (p as ConnackPacket).reasonCode]), [[2, 1]]);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("a PUBLISH to a 65,530-byte topic with a wildcard: DISCONNECT 0x90, the topic cut in the Reason String", async () => {
+  const b = await startBroker();
+  try {
+    const c = await RawClient.connect(b.port, { version: 5 });
+    const topic = "#" + "a".repeat(65_529);
+    await c.sendBytes(packet(0x30, [...str(topic), 0, ...te("x")]));
+    const d = await disconnectOf(c);
+    assert.equal(d.reasonCode, 0x90);
+    assert.ok((d.properties?.reasonString ?? "").length < 1024);
+    assert.ok(longestLogLine(b) < 2048, `a log line of ${longestLogLine(b)} characters`);
+    await stillServes(b);
+  } finally {
+    await b.stop();
+  }
+});
