@@ -16,6 +16,31 @@ class RNode {
   level = "";
 }
 
+/** Pushes the children of `node` so that they pop in the Map's order; `skipDollar` leaves out `$` levels. */
+function pushChildren(
+  nodes: RNode[],
+  depths: number[],
+  node: RNode,
+  depth: number,
+  skipDollar: boolean,
+): void {
+  const first = nodes.length;
+  for (const [name, child] of node.children) {
+    if (skipDollar && name.charCodeAt(0) === 36) continue;
+    nodes.push(child);
+    depths.push(depth);
+  }
+  // Reverse what was pushed: the first child is on top.
+  for (let a = first, b = nodes.length - 1; a < b; a++, b--) {
+    const n = nodes[a];
+    nodes[a] = nodes[b];
+    nodes[b] = n;
+    const d = depths[a];
+    depths[a] = depths[b];
+    depths[b] = d;
+  }
+}
+
 /** The retained messages of the broker. */
 export class RetainedStore {
   #root = new RNode();
@@ -80,46 +105,47 @@ export class RetainedStore {
 
   /** Calls `fn` for every retained message whose topic matches `filter` (a non-shared filter). */
   forEachMatch(filter: string, fn: (message: StoredMessage) => void): void {
-    this.#walk(this.#root, filter.split("/"), 0, fn);
+    this.#walk([this.#root], [0], filter.split("/"), fn);
   }
 
   /** Every retained message, for $SYS counts and tests. */
   forEach(fn: (message: StoredMessage) => void): void {
-    this.#all(this.#root, fn, false);
+    this.#walk([this.#root], [-1], [], fn);
   }
 
-  #all(node: RNode, fn: (message: StoredMessage) => void, skipDollar: boolean): void {
-    if (node.message) fn(node.message);
-    for (const [level, child] of node.children) {
-      if (skipDollar && level.charCodeAt(0) === 36) continue;
-      this.#all(child, fn, false);
-    }
-  }
-
-  #walk(node: RNode, levels: string[], i: number, fn: (message: StoredMessage) => void): void {
-    if (i === levels.length) {
-      if (node.message) fn(node.message);
-      return;
-    }
-    const level = levels[i];
-    const atRoot = i === 0;
-    if (level === "#") {
-      // "a/#" matches "a" itself and everything below; a leading wildcard skips `$` topics (§4.7.2).
-      if (node.message && !atRoot) fn(node.message);
-      for (const [name, child] of node.children) {
-        if (atRoot && name.charCodeAt(0) === 36) continue;
-        this.#all(child, fn, false);
+  /**
+   * Depth first in the order of the children's Maps, over explicit stacks: a topic may have tens of thousands
+   * of levels, too deep for a recursion (one retained message that deep broke every later subscriber to "#").
+   * A node's depth is the index of the filter level it is to match next, or -1 for "it and everything below".
+   */
+  #walk(nodes: RNode[], depths: number[], levels: string[], fn: (message: StoredMessage) => void): void {
+    while (nodes.length > 0) {
+      const node = nodes.pop()!;
+      const i = depths.pop()!;
+      if (i === -1) {
+        if (node.message) fn(node.message);
+        pushChildren(nodes, depths, node, -1, false);
+        continue;
       }
-      return;
-    }
-    if (level === "+") {
-      for (const [name, child] of node.children) {
-        if (atRoot && name.charCodeAt(0) === 36) continue;
-        this.#walk(child, levels, i + 1, fn);
+      if (i === levels.length) {
+        if (node.message) fn(node.message);
+        continue;
       }
-      return;
+      const level = levels[i];
+      const atRoot = i === 0;
+      if (level === "#") {
+        // "a/#" matches "a" itself and everything below; a leading wildcard skips `$` topics (§4.7.2).
+        if (node.message && !atRoot) fn(node.message);
+        pushChildren(nodes, depths, node, -1, atRoot);
+      } else if (level === "+") {
+        pushChildren(nodes, depths, node, i + 1, atRoot);
+      } else {
+        const child = node.children.get(level);
+        if (child) {
+          nodes.push(child);
+          depths.push(i + 1);
+        }
+      }
     }
-    const child = node.children.get(level);
-    if (child) this.#walk(child, levels, i + 1, fn);
   }
 }

@@ -22,6 +22,7 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
   const subscriptionId = v5 ? p.properties?.subscriptionIdentifiers?.[0] : undefined;
   const codes: number[] = [];
   const retainedToSend: { sub: SubscriptionRecord; filter: string }[] = [];
+  let seen: Map<string, number> | undefined;
   const maxQos = broker.config.qos.max_qos;
   for (const req of p.subscriptions) {
     const filter = req.topicFilter;
@@ -57,7 +58,16 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
       broker.config.retained.enabled && !share &&
       (req.retainHandling === 0 || (req.retainHandling === 1 && !existed))
     ) {
-      retainedToSend.push({ sub, filter });
+      // A filter repeated in one SUBSCRIBE is one subscription, whose retained messages go out once (with the
+      // options of its last copy): 25,000 copies of "#" walked all retained messages 25,000 times.
+      const at = retainedToSend.length === 0
+        ? undefined
+        : (seen ??= firstIndexes(retainedToSend)).get(filter);
+      if (at !== undefined) retainedToSend[at] = { sub, filter };
+      else {
+        seen?.set(filter, retainedToSend.length);
+        retainedToSend.push({ sub, filter });
+      }
     }
   }
   if (session.persistent) broker.persist({ op: "session.put", session: broker.sessionRecord(session) });
@@ -74,6 +84,12 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
   client.holdSends++;
   sendRetained(broker, client, retainedToSend);
   broker.runAfterCommit(client, () => releaseHold(broker, session, client));
+}
+
+function firstIndexes(list: { filter: string }[]): Map<string, number> {
+  const map = new Map<string, number>();
+  list.forEach((e, i) => map.set(e.filter, i));
+  return map;
 }
 
 function sendRetained(

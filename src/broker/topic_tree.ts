@@ -40,12 +40,17 @@ class Node<S> {
 }
 
 const MAX_CACHE = 20_000;
+/** Characters of cached topic names at most: 20,000 topics of 64 KiB each would have been 2.6 GB. */
+const MAX_CACHE_CHARS = 2_000_000;
 
 /** The subscription tree for subscribers of type `S` (the broker uses its Session). */
 export class TopicTree<S> {
   #root = new Node<S>();
   #cache = new Map<string, MatchResult<S>>();
+  #cacheChars = 0;
   #count = 0;
+  #stackNodes: Node<S>[] = [];
+  #stackDepths: number[] = [];
 
   /** Number of subscriptions (shared members included). */
   get size(): number {
@@ -80,7 +85,7 @@ export class TopicTree<S> {
    * group when the filter was `$share/{group}/{filter}`. Returns true when it already existed.
    */
   add(subscriber: S, sub: SubscriptionRecord, share?: { group: string; filter: string }): boolean {
-    this.#cache.clear();
+    this.#clearCache();
     const node = this.#node(share ? share.filter : sub.filter, true)!;
     if (share) {
       node.shared ??= new Map();
@@ -125,10 +130,15 @@ export class TopicTree<S> {
     }
     if (removed) {
       this.#count--;
-      this.#cache.clear();
+      this.#clearCache();
       this.#prune(node);
     }
     return removed;
+  }
+
+  #clearCache(): void {
+    this.#cache.clear();
+    this.#cacheChars = 0;
   }
 
   /** All subscriptions matching a topic name. The result is shared and must not be mutated. */
@@ -136,9 +146,12 @@ export class TopicTree<S> {
     let result = this.#cache.get(topic);
     if (result) return result;
     const out: MatchResult<S> = { subscribers: [], subs: [], shared: [] };
-    this.#walk(this.#root, topic.split("/"), 0, out);
-    if (this.#cache.size >= MAX_CACHE) this.#cache.clear();
+    this.#walk(this.#root, topic.split("/"), out);
+    if (this.#cache.size >= MAX_CACHE || this.#cacheChars + topic.length > MAX_CACHE_CHARS) {
+      this.#clearCache();
+    }
     this.#cache.set(topic, out);
+    this.#cacheChars += topic.length;
     result = out;
     return result;
   }
@@ -153,21 +166,40 @@ export class TopicTree<S> {
     if (node.shared) { for (const group of node.shared.values()) out.shared.push(group); }
   }
 
-  #walk(node: Node<S>, levels: string[], i: number, out: MatchResult<S>): void {
-    const wildcardsAllowed = i > 0 || levels[0].charCodeAt(0) !== 36; // '$' (§4.7.2)
-    if (wildcardsAllowed) {
-      const hash = node.children.get("#");
-      if (hash) this.#collect(hash, out); // "a/#" matches "a" and everything below it
+  /**
+   * Depth first, "+" before the exact level, over an explicit stack: a topic may have tens of thousands of
+   * levels, too deep for a recursion. The stack arrays are reused (a match runs to its end, never nested).
+   */
+  #walk(root: Node<S>, levels: string[], out: MatchResult<S>): void {
+    const nodes = this.#stackNodes;
+    const depths = this.#stackDepths;
+    nodes.push(root);
+    depths.push(0);
+    const dollar = levels[0].charCodeAt(0) === 36; // '$': no wildcard matches the first level (§4.7.2)
+    while (nodes.length > 0) {
+      const node = nodes.pop()!;
+      const i = depths.pop()!;
+      const wildcardsAllowed = i > 0 || !dollar;
+      if (wildcardsAllowed) {
+        const hash = node.children.get("#");
+        if (hash) this.#collect(hash, out); // "a/#" matches "a" and everything below it
+      }
+      if (i === levels.length) {
+        this.#collect(node, out);
+        continue;
+      }
+      const exact = node.children.get(levels[i]);
+      if (exact) {
+        nodes.push(exact);
+        depths.push(i + 1);
+      }
+      if (wildcardsAllowed) {
+        const plus = node.children.get("+");
+        if (plus) {
+          nodes.push(plus);
+          depths.push(i + 1);
+        }
+      }
     }
-    if (i === levels.length) {
-      this.#collect(node, out);
-      return;
-    }
-    if (wildcardsAllowed) {
-      const plus = node.children.get("+");
-      if (plus) this.#walk(plus, levels, i + 1, out);
-    }
-    const exact = node.children.get(levels[i]);
-    if (exact) this.#walk(exact, levels, i + 1, out);
   }
 }

@@ -118,3 +118,63 @@ Deno.test("a PUBLISH to a 65,530-byte topic with a wildcard: DISCONNECT 0x90, th
     await b.stop();
   }
 });
+
+Deno.test("a topic of 10,000 levels: published, retained and matched by #, a/# and +/+/# like any other", async () => {
+  const b = await startBroker();
+  try {
+    const deep = Array(10_000).fill("a").join("/");
+    const live = await RawClient.connect(b.port, { version: 5 });
+    await live.subscribe("a/#", 1);
+    const pub = await RawClient.connect(b.port, { version: 5 });
+    pub.send({ type: 3, topic: deep, payload: te("deep"), qos: 1, retain: true, dup: false, packetId: 9 });
+    assert.equal(((await pub.expect(4)) as { reasonCode?: number }).reasonCode ?? 0, 0);
+    assert.equal(((await live.expect(3)) as { topic: string }).topic, deep);
+    for (const filter of ["#", "a/#", "+/+/#", deep]) {
+      const sub = await RawClient.connect(b.port, { version: 5 });
+      await sub.subscribe(filter, 0);
+      assert.equal(((await sub.expect(3)) as { topic: string }).topic, deep, filter);
+      await sub.close();
+    }
+    await live.close();
+    await pub.close();
+    await stillServes(b);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("one SUBSCRIBE repeating a filter 2,000 times: every copy acknowledged, the retained messages sent once", async () => {
+  const b = await startBroker();
+  try {
+    const pub = await RawClient.connect(b.port);
+    for (let i = 0; i < 50; i++) {
+      pub.send({
+        type: 3,
+        topic: `r/${i}`,
+        payload: te("v"),
+        qos: 1,
+        retain: true,
+        dup: false,
+        packetId: i + 1,
+      });
+      await pub.expect(4);
+    }
+    const c = await RawClient.connect(b.port, { version: 5 });
+    const copies = Array.from({ length: 2000 }, () => ({
+      topicFilter: "r/#",
+      qos: 0 as const,
+      noLocal: false,
+      retainAsPublished: false,
+      retainHandling: 0 as const,
+    }));
+    c.send({ type: 8, packetId: 3, subscriptions: copies });
+    const suback = await c.expect(9) as { reasonCodes: number[] };
+    assert.equal(suback.reasonCodes.length, 2000);
+    await c.expectNone(99, 500); // let everything arrive
+    assert.equal(c.received.filter((p) => p.type === 3).length, 50);
+    await c.close();
+    await pub.close();
+  } finally {
+    await b.stop();
+  }
+});
