@@ -10,7 +10,7 @@ import { PacketDecoder } from "../mqtt/decode.ts";
 import { encode } from "../mqtt/encode.ts";
 import { MqttError } from "../mqtt/errors.ts";
 import { isValidReasonCode, ReasonCode, reasonName } from "../mqtt/reason_codes.ts";
-import { type Packet, PacketType, type Properties } from "../mqtt/types.ts";
+import { type Packet, PACKET_TYPE_NAMES, PacketType, type Properties } from "../mqtt/types.ts";
 import type { Transport } from "../transport/connection.ts";
 import type { Broker } from "./broker.ts";
 import type { OutEntry, Session } from "./session.ts";
@@ -224,6 +224,21 @@ export class Client {
 
   /** Queues already encoded bytes of one packet of `type`. */
   sendBytes(bytes: Uint8Array, type: number): void {
+    if (bytes.length > this.maxPacketSize && type !== PacketType.CONNACK) {
+      // MQTT-3.1.2-24: never above the client's limit. A SUBACK for many filters, say, cannot be made smaller
+      // and cannot be left out without leaving the client waiting: the connection ends instead (DISCONNECT
+      // 0x95, itself left out if even that does not fit). A CONNACK goes out regardless: without it the
+      // client learns nothing.
+      if (type !== PacketType.DISCONNECT) {
+        this.disconnect(
+          ReasonCode.PacketTooLarge,
+          `a ${
+            PACKET_TYPE_NAMES[type]
+          } of ${bytes.length} bytes exceeds the client's Maximum Packet Size ${this.maxPacketSize}`,
+        );
+      }
+      return;
+    }
     const metrics = this.broker.metrics;
     metrics.packetsSent[type]++;
     metrics.bytesSent += bytes.length;

@@ -178,3 +178,33 @@ Deno.test("one SUBSCRIBE repeating a filter 2,000 times: every copy acknowledged
     await b.stop();
   }
 });
+
+Deno.test("a SUBACK larger than the client's Maximum Packet Size is not sent: DISCONNECT 0x95 instead", async () => {
+  const b = await startBroker();
+  try {
+    const c = await RawClient.open(b.port, 5);
+    c.send({
+      type: 1,
+      protocolName: "MQTT",
+      protocolVersion: 5,
+      clean: true,
+      keepAlive: 60,
+      clientId: "small-max",
+      properties: { maximumPacketSize: 64 },
+    });
+    await c.expect(2);
+    const filters = Array.from({ length: 70 }, (_, i) => ({
+      topicFilter: `f/${i}`,
+      qos: 0 as const,
+      noLocal: false,
+      retainAsPublished: false,
+      retainHandling: 0 as const,
+    }));
+    c.send({ type: 8, packetId: 1, subscriptions: filters }); // its SUBACK: 75 bytes
+    assert.equal((await disconnectOf(c)).reasonCode, 0x95);
+    assert.equal(c.received.filter((p) => p.type === 9).length, 0);
+    await stillServes(b);
+  } finally {
+    await b.stop();
+  }
+});
