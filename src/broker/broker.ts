@@ -91,6 +91,8 @@ export class Broker {
   currentPublisher?: Client;
   /** Counts reloads of the auth settings: a CONNECT whose password check spans one is checked again. */
   authEpoch = 0;
+  /** When the last eviction of a connection without CONNECT was logged (at most one line a second). */
+  #evictionLoggedAt = 0;
   /** `server.max_queued_messages` and `server.max_queued_bytes` per session, Infinity for 0 (no limit). */
   readonly maxQueuedMessages: number;
   readonly maxQueuedBytes: number;
@@ -219,11 +221,39 @@ export class Broker {
     }
   }
 
+  #evictOldestWaiting(): void {
+    for (const c of this.connections) {
+      if (c.state !== "connecting") continue;
+      this.metrics.connectionsEvicted++;
+      const now = Date.now();
+      if (now - this.#evictionLoggedAt >= 1000) {
+        this.#evictionLoggedAt = now;
+        this.logger.warn(
+          "closing the oldest connection without CONNECT: server.max_clients wait for theirs",
+          {
+            addr: c.transport.remoteAddr,
+            max_clients: this.config.server.max_clients,
+            closed_so_far: this.metrics.connectionsEvicted,
+          },
+        );
+      }
+      c.close("too many connections waiting for their CONNECT");
+      return;
+    }
+  }
+
   /** Accepts a new transport: one Client, one async handler. */
   accept(transport: Transport): void {
     if (this.#stopping) {
       transport.close();
       return;
+    }
+    // Connections that have not sent CONNECT yet are bounded too (max_clients counts sessions' connections):
+    // each may buffer up to max_message_size for connect_timeout seconds, so a flood of them is memory. The
+    // oldest one goes, not the newcomer: a real client sends its CONNECT at once, so a flood of silent
+    // sockets cannot lock it out.
+    if (this.connections.size - this.clients.size >= this.config.server.max_clients) {
+      this.#evictOldestWaiting();
     }
     const client = new Client(this, transport);
     this.connections.add(client);

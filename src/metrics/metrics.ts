@@ -116,6 +116,11 @@ const M = {
     type: "counter",
     help: "CONNECT attempts refused for a bad username or password or as not authorized.",
   },
+  connectionsEvicted: {
+    name: "mqtt_connections_evicted_total",
+    type: "counter",
+    help: "Connections closed before their CONNECT to make room: server.max_clients others were waiting too.",
+  },
   publisherPauses: {
     name: "mqtt_publisher_pauses_total",
     type: "counter",
@@ -174,6 +179,8 @@ export class BrokerMetrics {
   };
   /** CONNECTs refused for bad username / password or not authorized. */
   authFailures = 0;
+  /** Connections without CONNECT closed to make room for a newer one (server.max_clients were waiting). */
+  connectionsEvicted = 0;
   /** Publisher sockets paused for a subscriber that fell behind. */
   publisherPauses = 0;
   /** ms since the epoch when the broker started. */
@@ -275,6 +282,7 @@ export function renderPrometheus(m: BrokerMetrics, g: GaugeSource, store?: Store
   single(out, M.sessions, g.sessions());
   labelled(out, M.messagesDropped, "reason", DROP_REASONS.map((r) => [r, m.dropped[r]]));
   single(out, M.authFailures, m.authFailures);
+  single(out, M.connectionsEvicted, m.connectionsEvicted);
   single(out, M.publisherPauses, m.publisherPauses);
   single(out, M.storeCommits, store?.commits ?? 0);
   single(out, M.storeMutations, store?.mutations ?? 0);

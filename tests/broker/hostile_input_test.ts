@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import type { ConnackPacket, DisconnectPacket, Packet } from "../../src/mqtt/types.ts";
-import { RawClient, startBroker, te, type TestBroker } from "../helpers.ts";
+import { RawClient, startBroker, te, type TestBroker, waitFor } from "../helpers.ts";
 
 function varint(n: number): number[] {
   const out: number[] = [];
@@ -204,6 +204,31 @@ Deno.test("a SUBACK larger than the client's Maximum Packet Size is not sent: DI
     assert.equal((await disconnectOf(c)).reasonCode, 0x95);
     assert.equal(c.received.filter((p) => p.type === 9).length, 0);
     await stillServes(b);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("connections without CONNECT are bounded by server.max_clients: a new one closes the oldest", async () => {
+  const b = await startBroker({ server: { max_clients: 5 } });
+  try {
+    const idle: RawClient[] = [];
+    for (let i = 0; i < 5; i++) {
+      idle.push(await RawClient.open(b.port));
+      await waitFor(() => b.broker.connections.size === i + 1, `connection ${i + 1} accepted`);
+    }
+    const extra = await RawClient.open(b.port);
+    await idle[0].expectClosed(1000); // long before server.connect_timeout
+    assert.equal(b.broker.metrics.connectionsEvicted, 1);
+    assert.ok(b.logs.some((l) => /oldest connection without CONNECT/.test(l)), b.logs.join("\n"));
+    // A real client is not locked out by the silent ones: it connects, and the next oldest makes room.
+    const ok = await RawClient.connect(b.port);
+    await idle[1].expectClosed(1000);
+    ok.send({ type: 12 });
+    await ok.expect(13);
+    assert.equal(extra.closed, false);
+    assert.equal(idle[4].closed, false);
+    for (const c of [ok, extra, ...idle]) await c.close();
   } finally {
     await b.stop();
   }

@@ -123,6 +123,7 @@ Deno.test("the metric table lists every required name once with its type", () =>
     mqtt_sessions: "gauge",
     mqtt_messages_dropped_total: "counter",
     mqtt_auth_failures_total: "counter",
+    mqtt_connections_evicted_total: "counter",
     mqtt_publisher_pauses_total: "counter",
     mqtt_store_commits_total: "counter",
     mqtt_store_mutations_total: "counter",
