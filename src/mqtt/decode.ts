@@ -597,8 +597,8 @@ export class PacketDecoder {
     if (n <= 0) return;
     const want = this.#bufLen + n;
     if (want > this.#buf.length) {
-      // The whole packet size once known, else room for a header (at most 5 bytes) plus what came.
-      const size = Math.max(this.#need > 0 ? this.#need : 0, want, 16);
+      // Room for what came, doubling (never beyond the packet's size once known, see #nextBuffered).
+      const size = Math.max(want, 16, this.#need > 0 ? Math.min(this.#need, this.#buf.length * 2) : 0);
       const grown = new Uint8Array(size);
       grown.set(this.#buf.subarray(0, this.#bufLen));
       this.#buf = grown;
@@ -623,12 +623,15 @@ export class PacketDecoder {
         this.#stashByte(chunk[pos++]);
       }
     }
-    if (this.#buf.length < this.#need) {
-      const grown = new Uint8Array(this.#need);
+    const missing = this.#need - this.#bufLen;
+    const needed = this.#bufLen + Math.min(missing, end - pos);
+    if (this.#buf.length < needed) {
+      // Grown as the bytes come, not to the size the header announces: a peer that announces 256 MiB (with
+      // max_message_size raised that far) and sends little must not be given 256 MiB for it.
+      const grown = new Uint8Array(Math.min(this.#need, Math.max(needed, this.#buf.length * 2)));
       grown.set(this.#buf.subarray(0, this.#bufLen));
       this.#buf = grown;
     }
-    const missing = this.#need - this.#bufLen;
     const take = Math.min(missing, end - pos);
     if (take > 0) {
       this.#buf.set(chunk.subarray(pos, pos + take), this.#bufLen);

@@ -233,3 +233,22 @@ Deno.test("connections without CONNECT are bounded by server.max_clients: a new 
     await b.stop();
   }
 });
+
+Deno.test("a packet header announcing 200 MiB (max_message_size raised) with a few bytes behind it takes no 200 MiB", async () => {
+  const b = await startBroker({ server: { max_message_size: 268_435_460 } });
+  try {
+    const c = await RawClient.connect(b.port);
+    const before = Deno.memoryUsage().external;
+    const size = 200 * 1024 * 1024;
+    await c.sendBytes(new Uint8Array([0x30, ...varint(size), 0, 1, 0x74, 1, 2, 3, 4, 5]));
+    await waitFor(
+      () => b.broker.metrics.bytesReceived > 0 && [...b.broker.connections][0].decoder.buffered > 0,
+      "bytes buffered",
+    );
+    const grown = Deno.memoryUsage().external - before;
+    assert.ok(grown < 16 * 1024 * 1024, `external memory grew by ${grown} bytes`);
+    await c.close();
+  } finally {
+    await b.stop();
+  }
+});
