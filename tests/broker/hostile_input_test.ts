@@ -7,26 +7,7 @@
 import assert from "node:assert/strict";
 import type { ConnackPacket, DisconnectPacket, Packet } from "../../src/mqtt/types.ts";
 import { RawClient, startBroker, te, type TestBroker, waitFor } from "../helpers.ts";
-
-function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return out;
-}
-
-function str(s: string): number[] {
-  const b = te(s);
-  return [b.length >> 8, b.length & 0xff, ...b];
-}
-
-function packet(first: number, body: number[]): Uint8Array {
-  return new Uint8Array([first, ...varint(body.length), ...body]);
-}
+import { pkt as packet, s as str, vbi as varint } from "../mqtt/packet_table.ts";
 
 /** An MQTT 5 CONNECT body with `name` and `level` as protocol name and level, clean, no properties. */
 function connectBody(name: string, level: number, clientId: string): number[] {
