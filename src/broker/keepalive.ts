@@ -8,7 +8,7 @@
 
 import { ReasonCode } from "../mqtt/reason_codes.ts";
 import type { Broker } from "./broker.ts";
-import { NEVER_EXPIRES } from "./session.ts";
+import { NEVER_EXPIRES, type Session } from "./session.ts";
 import { publishWill } from "./will.ts";
 
 /** How long output may stay above `server.max_output_buffer` before the client is disconnected. */
@@ -51,12 +51,17 @@ export function sweep(broker: Broker, now: number): void {
   broker.sessions.forEach((session) => {
     if (session.client !== undefined || session.disconnectedAt === undefined) return;
     if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);
-    if (
-      session.expiryInterval !== NEVER_EXPIRES &&
-      now - session.disconnectedAt >= session.expiryInterval * 1000
-    ) {
-      broker.logger.info("session expired", { client_id: session.clientId });
-      broker.endSession(session, false);
-    }
+    expireIfDue(broker, session, now);
   });
+}
+
+/** Ends a disconnected session whose Session Expiry Interval has passed. */
+export function expireIfDue(broker: Broker, session: Session, now: number): void {
+  if (
+    session.client === undefined && session.disconnectedAt !== undefined &&
+    session.expiryInterval !== NEVER_EXPIRES && now - session.disconnectedAt >= session.expiryInterval * 1000
+  ) {
+    broker.logger.info("session expired", { client_id: session.clientId });
+    broker.endSession(session, false);
+  }
 }

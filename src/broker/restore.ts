@@ -9,7 +9,7 @@ import { parseSharedFilter } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import type { Message } from "./message.ts";
 import { MAYBE_SENT, NEVER_EXPIRES, type OutEntry, packetIdOfSeq, Session } from "./session.ts";
-import { connectionLost, publishWill } from "./will.ts";
+import { connectionLost, publishWill, scheduleWill } from "./will.ts";
 
 /** Loads everything from the store into the broker and logs what it restored. */
 export async function restore(broker: Broker): Promise<void> {
@@ -154,14 +154,15 @@ export async function restore(broker: Broker): Promise<void> {
     else broker.persist({ op: "incoming.delete", clientId, packetId });
   }
   for (const session of endedWills) publishWill(broker, session);
+  // Delayed wills whose time passed while the broker was down go now too (a reconnect right after the start
+  // would cancel them); the others at their time.
+  for (const session of broker.sessions.values()) {
+    if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);
+    else scheduleWill(broker, session, now);
+  }
   // The broker went down with these clients connected: their connections ended without a DISCONNECT, so
   // their wills go now or after their Will Delay Interval from now (§3.1.2.5), as for any lost connection.
   for (const session of connectedAtCrash) connectionLost(broker, session, now);
-  // Delayed wills whose time passed while the broker was down go now too: a reconnect right after the start
-  // would cancel them.
-  for (const session of broker.sessions.values()) {
-    if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);
-  }
   if (broker.pendingWrites) await broker.store.flush();
   broker.logger.info("store restored", {
     backend: broker.config.storage.backend,

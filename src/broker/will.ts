@@ -9,6 +9,7 @@
 import { isSysTopic } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import { forwardableProperties, type Message } from "./message.ts";
+import { expireIfDue } from "./keepalive.ts";
 import { route } from "./routing.ts";
 import type { Session } from "./session.ts";
 
@@ -60,7 +61,30 @@ export function connectionLost(broker: Broker, session: Session, now: number): v
   const delay = will.properties?.willDelayInterval ?? 0;
   if (delay > 0 && session.persistent) {
     session.willDueAt = now + Math.min(delay, session.expiryInterval) * 1000;
+    scheduleWill(broker, session, now);
   } else {
     publishWill(broker, session);
   }
+}
+
+/**
+ * Publishes the session's delayed will at its due time, to the millisecond rather than at the next
+ * once-a-second sweep (which stays as the fallback). The timer is never cleared: when it fires it checks
+ * that the same will is still due (a reconnect cancels it, a new disconnect sets a new time and timer), and
+ * it does not keep a stopping broker's process alive.
+ */
+export function scheduleWill(broker: Broker, session: Session, now: number): void {
+  const dueAt = session.willDueAt;
+  if (dueAt === undefined) return;
+  const timer = setTimeout(() => {
+    if (
+      session.willDueAt === dueAt && session.client === undefined &&
+      broker.sessions.get(session.clientId) === session
+    ) {
+      publishWill(broker, session);
+      // A will due when the session ends (the delay is longer) goes with the end of the session.
+      expireIfDue(broker, session, Date.now());
+    }
+  }, Math.max(0, dueAt - now));
+  Deno.unrefTimer(timer);
 }

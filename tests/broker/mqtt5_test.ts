@@ -1273,6 +1273,41 @@ Deno.test("Will Delay Interval: published after the delay; a reconnect or a take
   }
 });
 
+Deno.test("Will Delay Interval: each delayed will goes at its own time, not at the next once-a-second sweep", async () => {
+  const b = await startBroker();
+  try {
+    const watcher = await connect5(b.port);
+    await subscribe(watcher.c, ["wt/#"]);
+    const ids = ["x", "y", "z"];
+    const clients = await Promise.all(ids.map((id) =>
+      connect5(b.port, {
+        clientId: id,
+        clean: false,
+        properties: { sessionExpiryInterval: 60 },
+        will: will(`wt/${id}`, 1),
+      })
+    ));
+    // Lost a third of a second apart: a sweep once a second would publish one of them >= 0.66 s late.
+    const lostAt = new Map<string, number>();
+    for (let i = 0; i < ids.length; i++) {
+      if (i > 0) await delay(333);
+      await clients[i].c.close();
+      lostAt.set(ids[i], Date.now());
+    }
+    for (let i = 0; i < ids.length; i++) {
+      const w = await watcher.c.expect(3, 3000) as PublishPacket;
+      const after = Date.now() - lostAt.get(w.topic.slice(3))!;
+      assert.ok(
+        after >= 950 && after < 1400,
+        `will ${w.topic} published ${after} ms after its connection was lost`,
+      );
+    }
+    await watcher.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
 Deno.test("Will Delay Interval longer than the session: the will is published when the session ends", async () => {
   const b = await startBroker();
   try {
