@@ -15,6 +15,7 @@ import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
 import { pump, resendInflight } from "./routing.ts";
 import { NEVER_EXPIRES, Session } from "./session.ts";
+import { cancelWill } from "./will.ts";
 
 /** Delay before answering bad credentials, so guessing is slow and timing says nothing. */
 const AUTH_FAILURE_DELAY_MS = 250;
@@ -249,7 +250,7 @@ function afterAuthentication(
     broker.sessions.set(client.clientId, session);
   }
   // A reconnect before the Will Delay Interval ends cancels the delayed will (§3.1.3.2.2).
-  session.willDueAt = undefined;
+  cancelWill(session);
   const wasPersisted = session.persistent;
   session.expiryInterval = expiry;
   session.protocolVersion = version;

@@ -1,7 +1,8 @@
 /**
  * Time-driven protocol rules, checked once a second for every connection and session: the CONNECT
- * timeout, keep-alive (1.5 x the interval, §3.1.2.10), slow consumers, Will Delay Interval and Session
- * Expiry Interval. One sweep instead of a timer per client keeps per-packet work free of timer resets.
+ * timeout, keep-alive (1.5 x the interval, §3.1.2.10), slow consumers, Session Expiry Interval, expired
+ * retained messages, and delayed wills (which also have a timer each, will.ts, so they go on time). One sweep
+ * instead of a timer per client keeps per-packet work free of timer resets.
  *
  * @module
  */
@@ -48,6 +49,11 @@ export function sweep(broker: Broker, now: number): void {
       client.stuckSince = 0;
     }
   });
+  // Expired retained messages go from memory and the store (§3.3.2.3.3), subscribed to again or not.
+  const expired = broker.retained.expiredAt(now);
+  if (expired !== undefined) {
+    for (const msg of expired) broker.setRetained({ ...msg, payload: new Uint8Array(0) });
+  }
   broker.sessions.forEach((session) => {
     if (session.client !== undefined || session.disconnectedAt === undefined) return;
     if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);

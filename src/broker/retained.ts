@@ -45,6 +45,8 @@ function pushChildren(
 export class RetainedStore {
   #root = new RNode();
   #count = 0;
+  /** Topics whose retained message has a Message Expiry Interval, for {@link expiredAt}. */
+  #expiring = new Set<string>();
 
   /** Number of retained messages. */
   get size(): number {
@@ -74,6 +76,8 @@ export class RetainedStore {
     if (!node.message) this.#count++;
     (message as Message).uncached = true;
     node.message = message;
+    if (message.expiresAt !== undefined) this.#expiring.add(message.topic);
+    else this.#expiring.delete(message.topic);
   }
 
   /** Removes the retained message of a topic. Returns true when there was one. */
@@ -86,6 +90,7 @@ export class RetainedStore {
     if (!node.message) return false;
     node.message = undefined;
     this.#count--;
+    this.#expiring.delete(topic);
     while (node.parent && !node.message && node.children.size === 0) {
       node.parent.children.delete(node.level);
       node = node.parent;
@@ -101,6 +106,19 @@ export class RetainedStore {
       if (!node) return undefined;
     }
     return node.message;
+  }
+
+  /**
+   * The retained messages whose Message Expiry Interval has passed at `now`, or undefined when none: the
+   * broker deletes them once a second, so a topic nobody subscribes to again does not keep a dead message.
+   */
+  expiredAt(now: number): StoredMessage[] | undefined {
+    let out: StoredMessage[] | undefined;
+    for (const topic of this.#expiring) {
+      const msg = this.get(topic);
+      if (msg !== undefined && msg.expiresAt !== undefined && msg.expiresAt <= now) (out ??= []).push(msg);
+    }
+    return out;
   }
 
   /** Calls `fn` for every retained message whose topic matches `filter` (a non-shared filter). */

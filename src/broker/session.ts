@@ -82,6 +82,8 @@ export class Session {
   will?: Will;
   /** When the delayed will is due (ms since the epoch), MQTT 5 Will Delay Interval. */
   willDueAt?: number;
+  /** The timer that publishes the delayed will at willDueAt (will.ts), while there is one. */
+  willTimer?: ReturnType<typeof setTimeout>;
   /** User name of the last connection, for ACL checks on deliveries and the will. */
   username?: string;
   /** Logged "queue full" for this session already (log once, count always). */
@@ -197,13 +199,20 @@ export class Session {
    */
   whenDrained(timeoutMs: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, timeoutMs);
-      const waiters = this.#drainWaiters ??= [];
-      waiters.push(done);
-      function done(): void {
+      const done = (): void => {
         clearTimeout(timer);
         resolve();
-      }
+      };
+      // A wait that times out leaves the list: a subscriber that stays behind for hours must not collect one
+      // callback per paused publisher per second.
+      const timer = setTimeout(() => {
+        const list = this.#drainWaiters;
+        const i = list === undefined ? -1 : list.indexOf(done);
+        if (i >= 0) list!.splice(i, 1);
+        if (list !== undefined && list.length === 0) this.#drainWaiters = undefined;
+        resolve();
+      }, timeoutMs);
+      (this.#drainWaiters ??= []).push(done);
     });
   }
 

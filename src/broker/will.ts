@@ -17,7 +17,7 @@ import type { Session } from "./session.ts";
 export function publishWill(broker: Broker, session: Session): void {
   const will = session.will;
   session.will = undefined;
-  session.willDueAt = undefined;
+  cancelWill(session);
   if (will === undefined) return;
   // The stored session must not bring it back after a restart (a session that ends is deleted after this).
   if (
@@ -67,24 +67,40 @@ export function connectionLost(broker: Broker, session: Session, now: number): v
   }
 }
 
+/** Longest delay a timer takes (2^31 - 1 ms, 24.8 days); a longer Will Delay is waited for in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * Publishes the session's delayed will at its due time, to the millisecond rather than at the next
- * once-a-second sweep (which stays as the fallback). The timer is never cleared: when it fires it checks
- * that the same will is still due (a reconnect cancels it, a new disconnect sets a new time and timer), and
- * it does not keep a stopping broker's process alive.
+ * once-a-second sweep (which stays as the fallback). One timer per session, cleared when the will is
+ * cancelled or published ({@link cancelWill}); it does not keep a stopping broker's process alive.
  */
 export function scheduleWill(broker: Broker, session: Session, now: number): void {
+  if (session.willTimer !== undefined) clearTimeout(session.willTimer);
+  session.willTimer = undefined;
   const dueAt = session.willDueAt;
   if (dueAt === undefined) return;
+  const wait = dueAt - now;
   const timer = setTimeout(() => {
-    if (
-      session.willDueAt === dueAt && session.client === undefined &&
-      broker.sessions.get(session.clientId) === session
-    ) {
-      publishWill(broker, session);
-      // A will due when the session ends (the delay is longer) goes with the end of the session.
-      expireIfDue(broker, session, Date.now());
+    session.willTimer = undefined;
+    if (session.willDueAt !== dueAt || broker.sessions.get(session.clientId) !== session) return;
+    if (wait > MAX_TIMER_MS) {
+      scheduleWill(broker, session, Date.now());
+      return;
     }
-  }, Math.max(0, dueAt - now));
+    publishWill(broker, session);
+    // A will due when the session ends (the delay is longer) goes with the end of the session.
+    expireIfDue(broker, session, Date.now());
+  }, Math.min(Math.max(0, wait), MAX_TIMER_MS));
   Deno.unrefTimer(timer);
+  session.willTimer = timer;
+}
+
+/** Forgets the delayed will's time and its timer (a reconnect within the delay, or the will went out). */
+export function cancelWill(session: Session): void {
+  session.willDueAt = undefined;
+  if (session.willTimer !== undefined) {
+    clearTimeout(session.willTimer);
+    session.willTimer = undefined;
+  }
 }

@@ -354,6 +354,7 @@ export class KvStore implements Store {
         batch.pending.delete(owner);
         batch.tombDirty.delete(owner);
         this.#packs.delete(owner);
+        this.#names.delete(op.clientId); // an ended session's name is not kept until the cache fills
         this.#touch(batch, entryId(Bucket.session, owner), [Bucket.session, part], null);
         // Everything the client owned so far in this batch goes; what is committed is listed at commit.
         for (const id of batch.owned.get(owner) ?? []) batch.entries.get(id)!.value = null;

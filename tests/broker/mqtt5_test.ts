@@ -1308,6 +1308,55 @@ Deno.test("Will Delay Interval: each delayed will goes at its own time, not at t
   }
 });
 
+Deno.test("Will Delay Interval of 30 days (longer than a timer takes): the will waits, a reconnect cancels it", async () => {
+  const b = await startBroker();
+  try {
+    const watcher = await connect5(b.port);
+    await subscribe(watcher.c, ["wl/#"]);
+    const long = { sessionExpiryInterval: 5_000_000 };
+    const first = await connect5(b.port, {
+      clientId: "wl",
+      clean: false,
+      properties: long,
+      will: will("wl/x", 2_592_000),
+    });
+    await first.c.close();
+    await watcher.c.expectNone(3, 500);
+    const session = b.broker.sessions.get("wl")!;
+    assert.ok(session.willDueAt! - Date.now() > 2_500_000_000, "due in 30 days");
+    const back = await connect5(b.port, { clientId: "wl", clean: false, properties: long });
+    assert.equal(session.willDueAt, undefined);
+    assert.equal(session.willTimer, undefined, "the reconnect cleared the will's timer");
+    back.c.send({ type: 14 });
+    await back.c.expectClosed();
+    await watcher.c.expectNone(3, 200);
+    await watcher.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("an expired retained message is deleted by itself, not only when a SUBSCRIBE meets it", async () => {
+  const b = await startBroker();
+  try {
+    const { c } = await connect5(b.port);
+    const before = b.broker.retained.size;
+    await publish(c, "exp/r", "soon gone", {
+      qos: 1,
+      retain: true,
+      properties: { messageExpiryInterval: 1 },
+    });
+    await publish(c, "exp/keep", "stays", { qos: 1, retain: true });
+    assert.equal(b.broker.retained.size, before + 2);
+    await waitFor(() => b.broker.retained.size === before + 1, "the expired retained message to go", 3500);
+    assert.equal(b.broker.retained.get("exp/r"), undefined);
+    assert.notEqual(b.broker.retained.get("exp/keep"), undefined);
+    await c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
 Deno.test("Will Delay Interval longer than the session: the will is published when the session ends", async () => {
   const b = await startBroker();
   try {
