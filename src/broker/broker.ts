@@ -729,5 +729,5 @@ const PINGRESP = new Uint8Array([0xd0, 0x00]);
 
 /** Opens one listener from its spec (TCP, TLS, WebSocket: `src/transport/listeners.ts`). */
 function openListener(broker: Broker, spec: ListenerSpec): Promise<ListenerHandle> {
-  return listen(spec, (t) => broker.accept(t), broker.logger);
+  return listen(spec, (t) => broker.accept(t), broker.logger, broker.config.server.max_clients);
 }

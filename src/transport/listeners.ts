@@ -38,6 +38,9 @@ function bindError(spec: ListenerSpec, err: unknown): ListenError {
   return new ListenError(`${where}: ${err instanceof Error ? err.message : err}`);
 }
 
+/** Pause after a failed accept() before the next one. */
+const ACCEPT_RETRY_MS = 100;
+
 async function acceptLoop(
   listener: Deno.Listener,
   onTransport: (t: Transport) => void,
@@ -45,13 +48,24 @@ async function acceptLoop(
   spec: ListenerSpec,
   wrap?: (conn: ByteConn) => ByteConn,
 ): Promise<void> {
+  let failures = 0;
+  let failedLoggedAt = 0;
   while (true) {
     let conn: Deno.Conn;
     try {
       conn = await listener.accept();
     } catch (err) {
       if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return; // closed
-      logger.warn("accept failed", { listener: `${spec.host}:${spec.port}`, error: String(err) });
+      // Out of descriptors (EMFILE), say: trying again at once spun a core and logged 25,000 lines a second.
+      // A pause, and one line per pause-worth of failures.
+      const now = Date.now();
+      failures++;
+      if (now - failedLoggedAt >= 1000) {
+        logger.warn("accept failed", { listener: `${spec.host}:${spec.port}`, error: String(err), failures });
+        failedLoggedAt = now;
+        failures = 0;
+      }
+      await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
       continue;
     }
     try {
@@ -74,16 +88,17 @@ export async function listen(
   spec: ListenerSpec,
   onTransport: (t: Transport) => void,
   logger: Logger,
+  maxHandshakes?: number,
 ): Promise<OpenListener> {
   if (spec.type === "ws" || spec.type === "wss") {
     const { listenWebSocket } = await import("./websocket.ts");
-    return listenWebSocket(spec, onTransport, logger);
+    return listenWebSocket(spec, onTransport, logger, maxHandshakes);
   }
   let listener: Deno.Listener;
   try {
     if (spec.type === "mqtts") {
       const { listenTls } = await import("./tls.ts");
-      return await listenTls(spec, onTransport, logger);
+      return await listenTls(spec, onTransport, logger, { maxHandshakes });
     }
     listener = Deno.listen({ hostname: spec.host, port: spec.port, transport: "tcp" });
   } catch (err) {

@@ -26,6 +26,7 @@
  * @module
  */
 
+import type net from "node:net";
 import tls from "node:tls";
 import type { Logger } from "../log.ts";
 import { type ByteConn, StreamTransport, type Transport } from "./connection.ts";
@@ -52,6 +53,12 @@ export interface TlsListenOptions {
   handshakeTimeoutMs?: number;
   /** Wraps each TLS byte stream before it becomes a transport (`wss`: the WebSocket layer). */
   wrap?: (conn: ByteConn) => ByteConn;
+  /**
+   * Handshakes in progress at most (the broker passes `server.max_clients`): one more closes the oldest, as
+   * the broker does with connections that have not sent CONNECT. Without it a flood of silent sockets held
+   * a descriptor each for the handshake timeout, until accept() failed for every listener.
+   */
+  maxHandshakes?: number;
 }
 
 /** Above this many received but unread bytes, a `node:tls` socket is paused (TCP back-pressure). */
@@ -158,7 +165,43 @@ export async function listenTls(
     handshakeTimeout: options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
   });
   let bound: ListenerSpec = spec;
+  // Raw sockets whose handshake is under way, oldest first, with their peer address (a socket refused in its
+  // handshake no longer knows it when the refusal is reported). Deno's node:tls gives each TLS socket its raw
+  // one as `_parent`; without that the bound cannot be kept, and is not.
+  const handshaking = new Map<object, string>();
+  let tracking = true;
+  let evictedLoggedAt = 0;
+  const maxHandshakes = options.maxHandshakes ?? Infinity;
+  const parentOf = (socket: tls.TLSSocket): object | undefined => (socket as { _parent?: object })._parent;
+  server.on("connection", (raw: net.Socket) => {
+    if (!tracking) return;
+    if (handshaking.size >= maxHandshakes) {
+      const [oldest, addr] = handshaking.entries().next().value!;
+      handshaking.delete(oldest);
+      (oldest as net.Socket).destroy();
+      const now = Date.now();
+      if (now - evictedLoggedAt >= 1000) {
+        evictedLoggedAt = now;
+        logger.warn(
+          "closing the oldest unfinished TLS handshake: as many as server.max_clients are under way",
+          {
+            listener: `${bound.host}:${bound.port}`,
+            addr,
+          },
+        );
+      }
+    }
+    handshaking.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
+    raw.once("close", () => handshaking.delete(raw));
+  });
   server.on("secureConnection", (socket: tls.TLSSocket) => {
+    const parent = parentOf(socket);
+    if (parent === undefined) {
+      tracking = false;
+      handshaking.clear();
+    } else {
+      handshaking.delete(parent);
+    }
     try {
       // rejectUnauthorized already ended unverified handshakes; this keeps a future default from slipping by.
       if (mutual && !socket.authorized) {
@@ -190,9 +233,12 @@ export async function listenTls(
   server.on("tlsClientError", (err: Error, socket: tls.TLSSocket) => {
     // No certificate, one our CA did not sign (reported as a hang-up), an old TLS version, or plain MQTT
     // sent to the TLS port.
+    const parent = parentOf(socket);
+    const known = parent === undefined ? undefined : handshaking.get(parent);
+    if (parent !== undefined) handshaking.delete(parent);
     logger.info("TLS handshake refused", {
       listener: `${bound.host}:${bound.port}`,
-      addr: socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`,
+      addr: socket.remoteAddress === undefined ? known : `${socket.remoteAddress}:${socket.remotePort}`,
       error: err.message,
     });
     // Deno's node:tls reports a handshake timeout here but leaves the socket open: close it ourselves.

@@ -373,10 +373,11 @@ export async function listenWebSocket(
   spec: ListenerSpec,
   onTransport: (t: Transport) => void,
   logger: Logger,
+  maxHandshakes?: number,
 ): Promise<OpenListener> {
   const path = spec.path ?? DEFAULT_WEBSOCKET_PATH;
   const wrap = (conn: ByteConn): ByteConn => new WebSocketConn(conn, path);
-  if (spec.type === "wss") return await listenTls(spec, onTransport, logger, { wrap });
+  if (spec.type === "wss") return await listenTls(spec, onTransport, logger, { wrap, maxHandshakes });
   let listener: Deno.Listener;
   try {
     listener = Deno.listen({ hostname: spec.host, port: spec.port, transport: "tcp" });

@@ -312,6 +312,39 @@ for (const mutual of [false, true]) {
   });
 }
 
+Deno.test("mqtts: unfinished handshakes are bounded by server.max_clients: one more closes the oldest, clients still connect", async () => {
+  const b = await startBroker({ server: { max_clients: 3 }, listeners: [tlsListener()] });
+  const silent: Deno.TcpConn[] = [];
+  try {
+    const port = portOf(b, "mqtts");
+    for (let i = 0; i < 5; i++) {
+      silent.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      await new Promise((r) => setTimeout(r, 30)); // accepted in this order
+    }
+    // The two oldest go long before the 10 s handshake timeout; the three newest stay.
+    const started = Date.now();
+    assert.equal(await readUntilClosed(silent[0]), true);
+    assert.equal(await readUntilClosed(silent[1]), true);
+    assert.ok(Date.now() - started < 2000);
+    assert.ok(b.logs.some((l) => l.includes("oldest unfinished TLS handshake")), b.logs.join("\n"));
+    const client = await mqttConnect(`mqtts://127.0.0.1:${port}`, {
+      ca: pki.read(pki.caCert),
+      clientId: "tls-ok",
+    });
+    await client.publishAsync("t", "x", { qos: 1 });
+    await mqttEnd(client);
+  } finally {
+    for (const c of silent) {
+      try {
+        c.close();
+      } catch {
+        // closed by the broker
+      }
+    }
+    await b.stop();
+  }
+});
+
 /** Copies the first PEM pair over the listener's files (what an operator's renewal does). */
 async function replaceFiles(dir: string, cert: string, key: string): Promise<{ cert: string; key: string }> {
   const paths = { cert: `${dir}/live.crt`, key: `${dir}/live.key` };
