@@ -9,6 +9,7 @@
  * @module
  */
 
+import { isValidUtf8 } from "../mqtt/utf8.ts";
 import { quote } from "../mqtt/errors.ts";
 import { ReasonCode } from "../mqtt/reason_codes.ts";
 import { isSysTopic, isValidDecodedTopicName } from "../mqtt/topic.ts";
@@ -17,18 +18,6 @@ import type { Broker } from "./broker.ts";
 import type { Client } from "./client.ts";
 import { forwardableProperties, type Message, shapeSlot } from "./message.ts";
 import { completeInflight, pump, pumpIfWaiting, route } from "./routing.ts";
-
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-
-/** Payload Format Indicator 1 promises UTF-8 (§3.3.2.3.2); checked only when the client sets it. */
-function isValidUtf8(payload: Uint8Array): boolean {
-  try {
-    strictUtf8.decode(payload);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Sends an ack, with an MQTT 5 reason code when it is not success; after commit when needed. */
 function ack(

@@ -124,3 +124,18 @@ export function decodeUtf8(bytes: Uint8Array, start = 0, end: number = bytes.len
   if (s.indexOf("\u0000") !== -1) throw malformed(`string contains U+0000 at index ${s.indexOf("\u0000")}`);
   return s;
 }
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * True when `bytes` are well-formed UTF-8: a payload under Payload Format Indicator 1 (§3.3.2.3.2, checked
+ * only when the client sets it), a WebSocket close reason (RFC 6455 §5.5.1).
+ */
+export function isValidUtf8(bytes: Uint8Array): boolean {
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -22,6 +22,7 @@
  */
 
 import { quote } from "../mqtt/errors.ts";
+import { isValidUtf8 } from "../mqtt/utf8.ts";
 import type { Logger } from "../log.ts";
 import { acceptLoop, bindError, type ListenerSpec, type OpenListener } from "./listeners.ts";
 import type { ByteConn, Transport } from "./connection.ts";
@@ -278,7 +279,9 @@ export class WebSocketConn implements ByteConn {
         // Echo the close (RFC 6455 §5.5.1) and end; a 1-byte body or a code no endpoint may send is an error.
         if (len === 1) return this.#fail(1002, "close frame with a 1-byte body");
         const code = len >= 2 ? (payload[0] << 8) | payload[1] : 1000;
-        this.#fail(validCloseCode(code) ? code : len === 0 ? 1000 : 1002, "");
+        // The reason after the code must be UTF-8 (RFC 6455 §5.5.1): 1007 when it is not.
+        const reasonOk = len <= 2 || isValidUtf8(payload.subarray(2));
+        this.#fail(!reasonOk ? 1007 : validCloseCode(code) ? code : len === 0 ? 1000 : 1002, "");
         return false;
       }
       if (opcode === 0x9) this.#answerPing(payload);
@@ -310,14 +313,21 @@ export class WebSocketConn implements ByteConn {
       if (this.#end - this.#start >= MAX_REQUEST_BYTES) return this.#refuse(431, "request header too large");
       if (!(await this.#fill())) return false;
     }
+    // The same limit when the whole header came in one read.
+    if (headerEnd - this.#start > MAX_REQUEST_BYTES) return this.#refuse(431, "request header too large");
     const request = new TextDecoder("latin1").decode(this.#raw.subarray(this.#start, headerEnd));
     this.#start = headerEnd; // what follows is already WebSocket frames
     const [requestLine, ...lines] = request.split("\r\n");
-    const [method, target] = requestLine.split(" ");
+    const [method, target, httpVersion] = requestLine.split(" ");
     const headers = new Map<string, string>();
     for (const line of lines) {
       const colon = line.indexOf(":");
-      if (colon > 0) headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+      if (colon <= 0) continue;
+      const name = line.slice(0, colon).trim().toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      // A repeated header is one comma-separated list (RFC 7230 §3.2.2, RFC 6455 §11.3.4).
+      const before = headers.get(name);
+      headers.set(name, before === undefined ? value : `${before}, ${value}`);
     }
     if ((target ?? "").split("?")[0] !== this.#path) return this.#refuse(404, "not found");
     if (method !== "GET" || headers.get("upgrade")?.toLowerCase() !== "websocket") {
@@ -325,8 +335,20 @@ export class WebSocketConn implements ByteConn {
         upgrade: "websocket",
       });
     }
+    // RFC 6455 §4.2.1: HTTP/1.1 or later, version 13, a key of 16 bytes in base64.
+    if (!/^HTTP\/(1\.[1-9]|[2-9](\.\d)?)$/.test(httpVersion ?? "")) {
+      return this.#refuse(400, "a WebSocket upgrade needs HTTP/1.1");
+    }
+    if (headers.get("sec-websocket-version") !== "13") {
+      return this.#refuse(426, "unsupported WebSocket version; this server speaks 13", {
+        "sec-websocket-version": "13",
+      });
+    }
     const key = headers.get("sec-websocket-key");
     if (key === undefined || key === "") return this.#refuse(400, "missing Sec-WebSocket-Key");
+    if (!/^[A-Za-z0-9+/]{22}==$/.test(key)) {
+      return this.#refuse(400, "Sec-WebSocket-Key is not 16 bytes in base64");
+    }
     const offered = headers.get("sec-websocket-protocol") ?? null;
     const protocol = chooseSubprotocol(offered);
     if (protocol === undefined) {

@@ -484,3 +484,75 @@ Deno.test("ws: pings from a client that does not read its pongs queue one pong a
     await b.stop();
   }
 });
+
+/** Sends an upgrade request with `lines` as its headers and returns the response head. */
+async function upgradeResponse(port: number, requestLine: string, lines: string[]): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(te(`${requestLine}\r\n${lines.join("\r\n")}\r\n\r\n`));
+    let head = "";
+    const buf = new Uint8Array(1024);
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      head += td(buf.subarray(0, n));
+    }
+    return head;
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("ws: the upgrade needs HTTP/1.1, version 13 and a 16-byte key; a repeated protocol header is one list", async () => {
+  const b = await startBroker({ listeners: [WS] });
+  try {
+    const port = portOf(b, "ws");
+    const base = [
+      "Host: 127.0.0.1",
+      "Upgrade: websocket",
+      "Connection: Upgrade",
+      "Sec-WebSocket-Protocol: mqtt",
+    ];
+    const key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+    const get = "GET /mqtt HTTP/1.1";
+    const old = await upgradeResponse(port, get, [...base, key, "Sec-WebSocket-Version: 8"]);
+    assert.match(old, /^HTTP\/1.1 426/);
+    assert.match(old, /sec-websocket-version: 13/i);
+    assert.match(await upgradeResponse(port, get, [...base, key]), /^HTTP\/1.1 426/);
+    const shortKey = await upgradeResponse(port, get, [
+      ...base,
+      "Sec-WebSocket-Key: abc",
+      "Sec-WebSocket-Version: 13",
+    ]);
+    assert.match(shortKey, /^HTTP\/1.1 400/);
+    const http10 = await upgradeResponse(port, "GET /mqtt HTTP/1.0", [
+      ...base,
+      key,
+      "Sec-WebSocket-Version: 13",
+    ]);
+    assert.match(http10, /^HTTP\/1.1 400/);
+    const twice = await upgradeResponse(port, get, [
+      ...base.slice(0, 3),
+      "Sec-WebSocket-Protocol: mqtt",
+      "Sec-WebSocket-Protocol: foo",
+      key,
+      "Sec-WebSocket-Version: 13",
+    ]);
+    assert.match(twice, /^HTTP\/1.1 101/);
+    assert.match(twice, /Sec-WebSocket-Protocol: mqtt/);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("ws: a close frame whose reason is not UTF-8 gets 1007", async () => {
+  const b = await startBroker({ listeners: [WS] });
+  try {
+    const { conn, frame } = await rawWsTcp(portOf(b, "ws"));
+    await conn.write(frame(0x88, new Uint8Array([0x03, 0xe8, 0xff, 0xfe])));
+    assert.equal(await closeCodeOf(conn), 1007);
+    conn.close();
+  } finally {
+    await b.stop();
+  }
+});
