@@ -20,10 +20,10 @@ const UNACCEPTABLE_PROTOCOL_CONNACK = new Uint8Array([0x20, 0x02, 0x00, 0x01]);
 /** Lifecycle of a connection. */
 export type ClientState = "connecting" | "connected" | "closed";
 
-/** One connected (or connecting) client. */
 /** Longest Reason String sent, in UTF-16 units (at most 3 bytes each, far below 65,535). */
 const REASON_STRING_MAX = 1024;
 
+/** One connected (or connecting) client. */
 export class Client {
   state: ClientState = "connecting";
   readonly decoder: PacketDecoder;
