@@ -439,16 +439,18 @@ export class Broker {
     if (waiters.length === 0 && client.ackWaiters === waiters) client.ackWaiters = undefined;
   }
 
+  /** Clears the retained message of a topic, in memory and in the store (an expired one, or an empty PUBLISH). */
+  deleteRetained(topic: string): void {
+    if (this.retained.delete(topic) && !isSysTopic(topic)) this.persist({ op: "retained.delete", topic });
+  }
+
   /** Stores or clears the retained message of a topic (§3.3.1.3). */
   setRetained(msg: StoredMessage): void {
-    const existed = this.retained.get(msg.topic) !== undefined;
     if (msg.payload.length === 0) {
-      if (existed) {
-        this.retained.delete(msg.topic);
-        if (!isSysTopic(msg.topic)) this.persist({ op: "retained.delete", topic: msg.topic });
-      }
+      this.deleteRetained(msg.topic);
       return;
     }
+    const existed = this.retained.get(msg.topic) !== undefined;
     if (!existed && this.retained.size >= this.config.retained.max_messages) {
       this.metrics.dropped.queue_full++;
       this.logger.warn("retained.max_messages reached, not retaining", { topic: msg.topic });

@@ -51,9 +51,7 @@ export function sweep(broker: Broker, now: number): void {
   });
   // Expired retained messages go from memory and the store (§3.3.2.3.3), subscribed to again or not.
   const expired = broker.retained.expiredAt(now);
-  if (expired !== undefined) {
-    for (const msg of expired) broker.setRetained({ ...msg, payload: new Uint8Array(0) });
-  }
+  if (expired !== undefined) { for (const msg of expired) broker.deleteRetained(msg.topic); }
   broker.sessions.forEach((session) => {
     if (session.client !== undefined || session.disconnectedAt === undefined) return;
     if (session.willDueAt !== undefined && session.willDueAt <= now) publishWill(broker, session);

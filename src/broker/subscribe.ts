@@ -21,8 +21,9 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
   const v5 = client.version === 5;
   const subscriptionId = v5 ? p.properties?.subscriptionIdentifiers?.[0] : undefined;
   const codes: number[] = [];
-  const retainedToSend: { sub: SubscriptionRecord; filter: string }[] = [];
-  let seen: Map<string, number> | undefined;
+  // By filter: a filter repeated in one SUBSCRIBE is one subscription, whose retained messages go out once, with
+  // the options of its last copy (25,000 copies of "#" walked all retained messages 25,000 times).
+  const retainedToSend = new Map<string, SubscriptionRecord>();
   const maxQos = broker.config.qos.max_qos;
   for (const req of p.subscriptions) {
     const filter = req.topicFilter;
@@ -58,25 +59,16 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
       broker.config.retained.enabled && !share &&
       (req.retainHandling === 0 || (req.retainHandling === 1 && !existed))
     ) {
-      // A filter repeated in one SUBSCRIBE is one subscription, whose retained messages go out once (with the
-      // options of its last copy): 25,000 copies of "#" walked all retained messages 25,000 times.
-      const at = retainedToSend.length === 0
-        ? undefined
-        : (seen ??= firstIndexes(retainedToSend)).get(filter);
-      if (at !== undefined) retainedToSend[at] = { sub, filter };
-      else {
-        seen?.set(filter, retainedToSend.length);
-        retainedToSend.push({ sub, filter });
-      }
+      retainedToSend.set(filter, sub);
     }
   }
   if (session.persistent) broker.persist({ op: "session.put", session: broker.sessionRecord(session) });
   const suback = broker.encodeFor(client, { type: 9, packetId: p.packetId, reasonCodes: codes });
   if (!broker.sendAfterCommit(client, suback, 9)) {
-    if (retainedToSend.length > 0) sendRetained(broker, client, retainedToSend);
+    if (retainedToSend.size > 0) sendRetained(broker, client, retainedToSend);
     return;
   }
-  if (retainedToSend.length === 0) return;
+  if (retainedToSend.size === 0) return;
   // The SUBACK waits for the store. The retained messages are taken now and held behind it, and so is
   // everything else for this client meanwhile (routing.ts, `holdSends`): a live message published in the
   // wait must not overtake them and leave the subscriber with a stale retained value as the last word.
@@ -86,23 +78,17 @@ export function handleSubscribe(broker: Broker, client: Client, p: SubscribePack
   broker.runAfterCommit(client, () => releaseHold(broker, session, client));
 }
 
-function firstIndexes(list: { filter: string }[]): Map<string, number> {
-  const map = new Map<string, number>();
-  list.forEach((e, i) => map.set(e.filter, i));
-  return map;
-}
-
 function sendRetained(
   broker: Broker,
   client: Client,
-  list: { sub: SubscriptionRecord; filter: string }[],
+  list: Map<string, SubscriptionRecord>,
 ): void {
   const session = client.session;
   if (session === undefined || session.client !== client) return;
   const now = Date.now();
   const acl = broker.acl;
   let expired: StoredMessage[] | undefined;
-  for (const { sub, filter } of list) {
+  for (const [filter, sub] of list) {
     broker.retained.forEachMatch(filter, (msg: StoredMessage) => {
       if (msg.expiresAt !== undefined && msg.expiresAt <= now) {
         (expired ??= []).push(msg);
@@ -121,11 +107,9 @@ function sendRetained(
       );
     });
   }
-  // Expired retained messages met on the way are dropped for good (§3.3.2.3.3), from the store too.
-  // (An empty payload deletes; a topic met twice is gone the second time, which deletes nothing.)
-  if (expired !== undefined) {
-    for (const msg of expired) broker.setRetained({ ...msg, payload: new Uint8Array(0) });
-  }
+  // Expired retained messages met on the way are dropped for good (§3.3.2.3.3), from the store too (a topic
+  // met twice is gone the second time, which deletes nothing).
+  if (expired !== undefined) { for (const msg of expired) broker.deleteRetained(msg.topic); }
 }
 
 /** Handles UNSUBSCRIBE. */
