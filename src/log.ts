@@ -130,3 +130,17 @@ function writeStderr(line: string): void {
     // stderr closed (e.g. the reading end of a pipe went away): losing a log line must not stop the broker.
   }
 }
+
+/**
+ * A gate for a log line that a flood would repeat (evictions, failed accepts): true at most once per `ms`,
+ * false in between.
+ */
+export function onceEvery(ms: number): () => boolean {
+  let last = -Infinity;
+  return () => {
+    const now = Date.now();
+    if (now - last < ms) return false;
+    last = now;
+    return true;
+  };
+}

@@ -13,7 +13,7 @@ import { quote } from "../mqtt/errors.ts";
 import { Acl } from "../auth/acl.ts";
 import { PasswordFile } from "../auth/password_file.ts";
 import type { Config } from "../config/types.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, onceEvery } from "../log.ts";
 import { BrokerMetrics, renderPrometheus } from "../metrics/metrics.ts";
 import { startMetricsServer } from "../metrics/server.ts";
 import { encode } from "../mqtt/encode.ts";
@@ -91,8 +91,8 @@ export class Broker {
   currentPublisher?: Client;
   /** Counts reloads of the auth settings: a CONNECT whose password check spans one is checked again. */
   authEpoch = 0;
-  /** When the last eviction of a connection without CONNECT was logged (at most one line a second). */
-  #evictionLoggedAt = 0;
+  /** Evictions of connections without CONNECT are logged at most once a second. */
+  #logEviction = onceEvery(1000);
   /** `server.max_queued_messages` and `server.max_queued_bytes` per session, Infinity for 0 (no limit). */
   readonly maxQueuedMessages: number;
   readonly maxQueuedBytes: number;
@@ -225,9 +225,7 @@ export class Broker {
     for (const c of this.connections) {
       if (c.state !== "connecting") continue;
       this.metrics.connectionsEvicted++;
-      const now = Date.now();
-      if (now - this.#evictionLoggedAt >= 1000) {
-        this.#evictionLoggedAt = now;
+      if (this.#logEviction()) {
         this.logger.warn(
           "closing the oldest connection without CONNECT: server.max_clients wait for theirs",
           {

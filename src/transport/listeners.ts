@@ -7,7 +7,7 @@
  */
 
 import type { ListenerConfig } from "../config/types.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, onceEvery } from "../log.ts";
 import { type ByteConn, StreamTransport, type Transport } from "./connection.ts";
 
 /** What to open: the main listener or one entry of `listeners:` in the config. */
@@ -49,7 +49,7 @@ async function acceptLoop(
   wrap?: (conn: ByteConn) => ByteConn,
 ): Promise<void> {
   let failures = 0;
-  let failedLoggedAt = 0;
+  const logFailure = onceEvery(1000);
   while (true) {
     let conn: Deno.Conn;
     try {
@@ -58,11 +58,9 @@ async function acceptLoop(
       if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return; // closed
       // Out of descriptors (EMFILE), say: trying again at once spun a core and logged 25,000 lines a second.
       // A pause, and one line per pause-worth of failures.
-      const now = Date.now();
       failures++;
-      if (now - failedLoggedAt >= 1000) {
+      if (logFailure()) {
         logger.warn("accept failed", { listener: `${spec.host}:${spec.port}`, error: String(err), failures });
-        failedLoggedAt = now;
         failures = 0;
       }
       await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));

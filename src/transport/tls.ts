@@ -28,7 +28,7 @@
 
 import type net from "node:net";
 import tls from "node:tls";
-import type { Logger } from "../log.ts";
+import { type Logger, onceEvery } from "../log.ts";
 import { type ByteConn, StreamTransport, type Transport } from "./connection.ts";
 import { bindError, ListenError, type ListenerSpec, type OpenListener } from "./listeners.ts";
 
@@ -170,7 +170,7 @@ export async function listenTls(
   // one as `_parent`; without that the bound cannot be kept, and is not.
   const handshaking = new Map<object, string>();
   let tracking = true;
-  let evictedLoggedAt = 0;
+  const logEviction = onceEvery(1000);
   const maxHandshakes = options.maxHandshakes ?? Infinity;
   const parentOf = (socket: tls.TLSSocket): object | undefined => (socket as { _parent?: object })._parent;
   server.on("connection", (raw: net.Socket) => {
@@ -179,9 +179,7 @@ export async function listenTls(
       const [oldest, addr] = handshaking.entries().next().value!;
       handshaking.delete(oldest);
       (oldest as net.Socket).destroy();
-      const now = Date.now();
-      if (now - evictedLoggedAt >= 1000) {
-        evictedLoggedAt = now;
+      if (logEviction()) {
         logger.warn(
           "closing the oldest unfinished TLS handshake: as many as server.max_clients are under way",
           {
