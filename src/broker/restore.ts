@@ -99,9 +99,14 @@ export async function restore(broker: Broker): Promise<void> {
       msgProps = { ...props };
       delete msgProps.subscriptionIdentifiers;
     }
-    const msg: Message = stored
-      ? { ...stored, properties: msgProps }
-      : { topic: "", payload: new Uint8Array(0), qos: 2, retain: false, receivedAt: now };
+    // The loaded records are the restore's own: a stored message becomes the message itself, copied only
+    // to take the subscription ids out of its properties (a copy of every message of a backlog was one more
+    // object each for the young generation to copy and promote).
+    const msg: Message = stored === undefined
+      ? { topic: "", payload: new Uint8Array(0), qos: 2, retain: false, receivedAt: now }
+      : msgProps === props
+      ? stored
+      : { ...stored, properties: msgProps };
     const entry: OutEntry = {
       seq: record.seq,
       msg,

@@ -276,7 +276,7 @@ export class KvStore implements Store {
       let ps = packs.get(owner);
       if (ps === undefined) packs.set(owner, ps = newPackState(part));
       if (id >= ps.nextId) ps.nextId = id + 1;
-      packRecords.push({ owner, id, records: decodePack(v).map(decodeOutbound) });
+      packRecords.push({ owner, id, records: decodePack(v) });
       remember(key, Bucket.pack + id);
     });
     const tombs = new Map<string, Set<number>>();
@@ -291,16 +291,23 @@ export class KvStore implements Store {
       set.add(key[2] as number);
       remember(key, Bucket.looseTomb + String(key[2]));
     });
-    const individual = new Set(state.outbound.map((r) => r.clientId + "\0" + r.seq));
+    // Records with keys of their own, by client: a packed copy of one of them is stale.
+    const individual = new Map<string, Set<number>>();
+    for (const r of state.outbound) {
+      let seqs = individual.get(r.clientId);
+      if (seqs === undefined) individual.set(r.clientId, seqs = new Set());
+      seqs.add(r.seq);
+    }
     for (const { owner, id, records } of packRecords) {
       const ps = packs.get(owner)!;
       const tomb = tombs.get(owner);
+      const own = records.length > 0 ? individual.get(records[0].clientId) : undefined;
       records.sort((a, b) => a.seq - b.seq);
       const pk: Pack = { id, seqs: [], live: new Uint8Array(records.length), liveCount: 0 };
       for (let i = 0; i < records.length; i++) {
         const r = records[i];
         pk.seqs.push(r.seq);
-        if (tomb?.has(r.seq) || individual.has(r.clientId + "\0" + r.seq)) continue;
+        if (tomb?.has(r.seq) || own?.has(r.seq)) continue;
         pk.live[i] = 1;
         pk.liveCount++;
         state.outbound.push(r);
@@ -1212,16 +1219,16 @@ function indexOfSeq(seqs: number[], ascending: boolean, seq: number): number {
   return -1;
 }
 
-/** The records of a pack value (see {@link PackWriter}), views into `value`. */
-function decodePack(value: Uint8Array): Uint8Array[] {
+/** The records of a pack value (see {@link PackWriter}); their payloads are views into `value`. */
+function decodePack(value: Uint8Array): OutboundRecord[] {
   const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
-  const out: Uint8Array[] = [];
+  const out: OutboundRecord[] = [];
   let off = 0;
   while (off < value.length) {
     if (off + 4 > value.length) throw new Error("truncated pack");
     const len = view.getUint32(off);
     if (off + 4 + len > value.length) throw new Error("truncated pack record");
-    out.push(value.subarray(off + 4, off + 4 + len));
+    out.push(decodeOutbound(value, off + 4, off + 4 + len));
     off += 4 + len;
   }
   return out;

@@ -127,18 +127,54 @@ class Writer {
   }
 }
 
-/** Reads what {@link Writer} wrote; every read checks bounds so a damaged value fails loudly. */
-class Reader {
-  pos = 0;
-  readonly view: DataView;
+/** Strings longer than this are decoded by TextDecoder; shorter ASCII ones by a loop, which costs less. */
+const SHORT_ASCII = 64;
+const shortCodes: number[][] = Array.from(
+  { length: SHORT_ASCII + 1 },
+  (_, n) => new Array<number>(n).fill(0),
+);
 
-  constructor(readonly buf: Uint8Array) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+function decodeString(buf: Uint8Array, start: number, n: number): string {
+  if (n <= SHORT_ASCII) {
+    const codes = shortCodes[n];
+    let i = 0;
+    for (; i < n; i++) {
+      const c = buf[start + i];
+      if (c >= 0x80) break;
+      codes[i] = c;
+    }
+    if (i === n) return String.fromCharCode.apply(null, codes);
+  }
+  return decoder.decode(buf.subarray(start, start + n));
+}
+
+/** Strings up to this many bytes are remembered by a {@link LastString}. */
+const LAST_STRING_MAX = 256;
+
+/** The last string read into one field (see {@link Reader.stringLike}). */
+class LastString {
+  readonly bytes = new Uint8Array(LAST_STRING_MAX);
+  length = -1;
+  value = "";
+}
+
+const lastClientId = new LastString();
+const lastTopic = new LastString();
+
+/**
+ * Reads what {@link Writer} wrote, from `buf[start, end)`; every read checks bounds so a damaged value
+ * fails loudly. No DataView: one per record was most of what a Reader cost.
+ */
+class Reader {
+  pos: number;
+
+  constructor(readonly buf: Uint8Array, start = 0, readonly end = buf.length) {
+    this.pos = start;
   }
 
   need(n: number): void {
-    if (this.pos + n > this.buf.length) {
-      throw new RangeError(`record truncated: need ${n} bytes at offset ${this.pos} of ${this.buf.length}`);
+    if (this.pos + n > this.end) {
+      throw new RangeError(`record truncated: need ${n} bytes at offset ${this.pos} of ${this.end}`);
     }
   }
 
@@ -149,16 +185,18 @@ class Reader {
 
   u16(): number {
     this.need(2);
-    const v = this.view.getUint16(this.pos);
-    this.pos += 2;
-    return v;
+    const at = this.pos;
+    this.pos = at + 2;
+    return (this.buf[at] << 8) | this.buf[at + 1];
   }
 
   f64(): number {
     this.need(8);
-    const v = this.view.getFloat64(this.pos);
-    this.pos += 8;
-    return v;
+    const buf = this.buf;
+    const at = this.pos;
+    for (let i = 0; i < 8; i++) F64_BYTES[LITTLE_ENDIAN ? 7 - i : i] = buf[at + i];
+    this.pos = at + 8;
+    return F64[0];
   }
 
   varint(): number {
@@ -183,12 +221,42 @@ class Reader {
   }
 
   string(): string {
-    return decoder.decode(this.bytes());
+    const n = this.varint();
+    this.need(n);
+    const start = this.pos;
+    this.pos += n;
+    return decodeString(this.buf, start, n);
   }
 
-  end(what: string): void {
-    if (this.pos !== this.buf.length) {
-      throw new RangeError(`${what}: ${this.buf.length - this.pos} trailing bytes after offset ${this.pos}`);
+  /**
+   * {@link string}, returning `last`'s string when the bytes are the same as last time: a restore reads a
+   * pack's records one after another, all with the client id of the pack and often with one topic, and a
+   * comparison costs less than a decode (and the records share one string instead of a copy each).
+   */
+  stringLike(last: LastString): string {
+    const n = this.varint();
+    this.need(n);
+    const buf = this.buf;
+    const start = this.pos;
+    this.pos += n;
+    if (n === last.length) {
+      const seen = last.bytes;
+      let i = 0;
+      while (i < n && buf[start + i] === seen[i]) i++;
+      if (i === n) return last.value;
+    }
+    const value = decodeString(buf, start, n);
+    if (n <= LAST_STRING_MAX) {
+      last.bytes.set(buf.subarray(start, start + n));
+      last.length = n;
+      last.value = value;
+    }
+    return value;
+  }
+
+  done(what: string): void {
+    if (this.pos !== this.end) {
+      throw new RangeError(`${what}: ${this.end - this.pos} trailing bytes after offset ${this.pos}`);
     }
   }
 }
@@ -305,7 +373,7 @@ function readMessage(r: Reader): StoredMessage {
   if (qos > 2) throw new RangeError(`message: invalid qos ${qos}`);
   const receivedAt = r.f64();
   const expiresAt = flags & M_EXPIRES ? r.f64() : undefined;
-  const topic = r.string();
+  const topic = r.stringLike(lastTopic);
   const payload = r.bytes();
   const m: StoredMessage = { topic, payload, qos: qos as QoS, retain: (flags & M_RETAIN) !== 0, receivedAt };
   if (expiresAt !== undefined) m.expiresAt = expiresAt;
@@ -330,7 +398,7 @@ export function decodeRetained(value: Uint8Array): StoredMessage {
   const r = new Reader(value);
   expectTag(r, "retained message");
   const m = readMessage(r);
-  r.end("retained message");
+  r.done("retained message");
   return m;
 }
 
@@ -408,7 +476,7 @@ export function decodeSession(value: Uint8Array): SessionRecord {
   const username = flags & S_USERNAME ? r.string() : undefined;
   const willMessage = flags & S_WILL ? readMessage(r) : undefined;
   const willDueAt = flags & S_WILL_DUE ? r.f64() : undefined;
-  r.end(`session ${clientId}`);
+  r.done(`session ${clientId}`);
   const s: SessionRecord = {
     clientId,
     protocolVersion: protocolVersion as 3 | 4 | 5,
@@ -544,11 +612,11 @@ export class PackWriter {
   }
 }
 
-/** Decodes {@link encodeOutbound}. The payload is a view into `value`. */
-export function decodeOutbound(value: Uint8Array): OutboundRecord {
-  const r = new Reader(value);
+/** Decodes {@link encodeOutbound} from `value[start, end)`. The payload is a view into `value`. */
+export function decodeOutbound(value: Uint8Array, start = 0, end = value.length): OutboundRecord {
+  const r = new Reader(value, start, end);
   expectTag(r, "outbound record");
-  const clientId = r.string();
+  const clientId = r.stringLike(lastClientId);
   const seq = r.varint();
   const stateIndex = r.u8();
   const state = OUTBOUND_STATES[stateIndex];
@@ -557,7 +625,7 @@ export function decodeOutbound(value: Uint8Array): OutboundRecord {
   const o: OutboundRecord = { clientId, seq, state };
   if (flags & O_PACKET_ID) o.packetId = r.u16();
   if (flags & O_MESSAGE) o.message = readMessage(r);
-  r.end(`outbound ${clientId}/${seq}`);
+  r.done(`outbound ${clientId}/${seq}`);
   return o;
 }
 
@@ -574,7 +642,7 @@ export function decodeIncoming(value: Uint8Array): string {
   const r = new Reader(value);
   expectTag(r, "incoming id");
   const clientId = r.string();
-  r.end("incoming id");
+  r.done("incoming id");
   return clientId;
 }
 
@@ -602,7 +670,7 @@ export function decodeChunkHeader(value: Uint8Array): ChunkHeader {
   const tag = r.u8();
   if (tag !== TAG_CHUNKED) throw new RangeError(`chunk header: expected tag ${TAG_CHUNKED}, got ${tag}`);
   const h = { count: r.varint(), length: r.varint(), crc: r.varint() };
-  r.end("chunk header");
+  r.done("chunk header");
   return h;
 }
 

@@ -743,3 +743,56 @@ Deno.test("KvStore: a batch cut between its atomic commits never leaves an inbou
     await cleanup();
   }
 });
+
+Deno.test("KvStore: load() gives back every client id and topic exactly, however they repeat or differ", async () => {
+  // Restoring compares each string with the one read before it and decodes short ASCII ones itself:
+  // equal lengths with other bytes, non-ASCII, the ASCII limit and past it, and runs of one string.
+  const topics = [
+    "sensor/a1",
+    "sensor/b1",
+    "sensor/b1",
+    "sensor/a1",
+    "küche/temp",
+    "kÃche/temp",
+    "温度/1",
+    "a".repeat(64),
+    "a".repeat(63) + "b",
+    "a".repeat(65),
+    "t/" + "x".repeat(300),
+    "t/" + "x".repeat(299) + "y",
+    "",
+    "sensor/a1",
+  ];
+  const clients = ["c1", "c2", "c\u00e9", "c1"];
+  await withKv(async (store, path) => {
+    await store.load();
+    const expected: string[] = [];
+    let seq = 0;
+    for (const clientId of clients) {
+      store.apply({ op: "session.put", session: session(clientId) });
+      for (const topic of topics) {
+        seq++;
+        const record = queued(clientId, seq);
+        record.message!.topic = topic;
+        store.apply({ op: "outbound.put", record });
+        expected.push(`${clientId} ${seq} ${topic}`);
+      }
+    }
+    for (const [i, topic] of topics.entries()) {
+      if (topic !== "") {
+        store.apply({ op: "retained.put", message: message(topic, `r${i}`, { retain: true }) });
+      }
+    }
+    await store.flush();
+    store = await reopen(store, path);
+    const state = await store.load();
+    const got = state.outbound.map((r) => `${r.clientId} ${r.seq} ${r.message?.topic}`);
+    assert.deepEqual(got.toSorted(), expected.toSorted());
+    const retained = new Map(state.retained.map((m) => [m.topic, new TextDecoder().decode(m.payload)]));
+    for (const [i, topic] of topics.entries()) {
+      if (topic !== "") assert.equal(retained.get(topic), `r${topics.lastIndexOf(topic)}`, topic);
+    }
+    assert.equal(retained.size, new Set(topics.filter((t) => t !== "")).size);
+    return store;
+  });
+});
