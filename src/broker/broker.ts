@@ -494,7 +494,19 @@ export class Broker {
         reason: client.closeReason,
       });
     }
-    if (session === undefined || session.client !== client) return;
+    if (session === undefined) return;
+    if (session.client !== client) {
+      // Closed while its CONNECT waited for the session's commit (connect.ts): refused after a SIGHUP, a
+      // store failure, or the client left. The session was set up for it already (offline time reset, its
+      // will in place): it goes offline from now as after any connection, without the will of a connection
+      // that was never accepted (no CONNACK 0x00). A takeover found the session the same way and sets it
+      // up anew after this.
+      if (
+        wasConnected || session.client !== undefined || session.disconnectedAt !== undefined ||
+        this.sessions.get(client.clientId) !== session
+      ) return;
+      client.suppressWill = true;
+    }
     const now = Date.now();
     session.client = undefined;
     session.disconnectedAt = now;

@@ -268,7 +268,8 @@ function afterAuthentication(
 
   if (broker.store.durable && broker.pendingWrites) {
     // CONNACK promises the session exists: commit first. A SIGHUP meanwhile holds this client to the new
-    // credentials, as it does the connected ones.
+    // credentials, as it does the connected ones. Refused or closed meanwhile, the connection leaves the
+    // session offline from then on, without its will (Broker.clientClosed).
     const epoch = broker.authEpoch;
     const loginPasswords = broker.passwords;
     return broker.store.flush().then(

@@ -5,8 +5,10 @@
 
 import assert from "node:assert/strict";
 import { hashPassword } from "../../src/auth/password_file.ts";
-import type { ConnackPacket, ConnectPacket, ProtocolVersion } from "../../src/mqtt/types.ts";
-import { mqttConnect, mqttEnd, RawClient, startBroker, te, type TestBroker } from "../helpers.ts";
+import type { ConnackPacket, ConnectPacket, ProtocolVersion, PublishPacket } from "../../src/mqtt/types.ts";
+import { KvStore } from "../../src/store/kv.ts";
+import type { Store } from "../../src/store/store.ts";
+import { mqttConnect, mqttEnd, RawClient, startBroker, te, type TestBroker, waitFor } from "../helpers.ts";
 
 /** Test-only iteration count: fast, still the real PBKDF2 code path. */
 const ITERATIONS = 1000;
@@ -169,6 +171,202 @@ Deno.test("SIGHUP during a CONNECT's password check: the check is made again aga
       const connack = await c.expect(2, 5000) as ConnackPacket;
       assert.equal(connack.reasonCode, 0x86, "alice is no longer in the file");
       await c.close();
+    } finally {
+      await b.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/**
+ * A Deno KV store whose commits can be held: flush() waits for {@link HeldKv.release} while held, so a
+ * CONNECT that must wait for its session's commit stays waiting as long as a test needs.
+ */
+function heldKv(path: string): { store: Store; hold: () => void; release: () => void } {
+  const inner = new KvStore({ path });
+  let held: Promise<void> | undefined;
+  let release = () => {};
+  const store = new Proxy(inner, {
+    get(target, prop) {
+      if (prop === "flush") {
+        return () => {
+          const p = target.flush();
+          return held === undefined ? p : held.then(() => p);
+        };
+      }
+      if (prop === "idle") return held === undefined && target.idle;
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  }) as unknown as Store;
+  return {
+    store,
+    hold: () => held = new Promise((resolve) => release = resolve),
+    release: () => {
+      held = undefined;
+      release();
+    },
+  };
+}
+
+/** A persistent MQTT 5 CONNECT of alice with a will. */
+function aliceConnect(clientId: string, password: string, sessionExpiryInterval: number): ConnectPacket {
+  return {
+    type: 1,
+    protocolName: "MQTT",
+    protocolVersion: 5,
+    clean: false,
+    keepAlive: 30,
+    clientId,
+    username: "alice",
+    password: te(password),
+    properties: { sessionExpiryInterval },
+    will: { topic: "cw/will", payload: te("alice is gone"), qos: 0, retain: false },
+  };
+}
+
+Deno.test("SIGHUP while a CONNECT waits for its session's commit: refused if the password no longer passes, and the session is left as after any connection", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-auth-reload-commit-" });
+  try {
+    const file = `${dir}/passwd`;
+    const alice = `alice:${await hashPassword("wonderland", { iterations: ITERATIONS })}`;
+    await Deno.writeTextFile(file, alice + "\n");
+    const kv = heldKv(`${dir}/mqtt.db`);
+    const b = await startBroker(
+      { auth: { password_file: file, allow_anonymous: true }, storage: { backend: "kv" } },
+      kv.store,
+    );
+    try {
+      const watcher = await RawClient.connect(b.port, { version: 5 });
+      await watcher.subscribe("cw/#", 0);
+      // The session exists already, with a subscription.
+      const first = await RawClient.connect(b.port, {
+        version: 5,
+        ...aliceConnect("cw-alice", "wonderland", 2),
+      });
+      await first.subscribe("cw/q", 1);
+      first.send({ type: 14, reasonCode: 0 });
+      await first.expectClosed();
+
+      kv.hold();
+      const c = await RawClient.open(b.port, 5);
+      c.send(aliceConnect("cw-alice", "wonderland", 2));
+      // The password passed: the CONNECT now waits for the commit of its session record.
+      await waitFor(() => b.broker.clients.has("cw-alice"), "the CONNECT to wait for its commit");
+      await c.expectNone(2, 100);
+      await Deno.writeTextFile(file, `alice:${await hashPassword("n3w", { iterations: ITERATIONS })}\n`);
+      await b.broker.reload(b.config);
+      kv.release();
+      const connack = await c.expect(2) as ConnackPacket;
+      assert.equal(connack.reasonCode, 0x87, "the password file changed for alice while the CONNECT waited");
+      await c.expectClosed();
+
+      // Nothing of the refused connection stays behind: the session is offline from now, its will (of a
+      // connection that was never accepted) is not published, and it ends after its Session Expiry Interval.
+      const session = b.broker.sessions.get("cw-alice");
+      assert.ok(session !== undefined, "the session itself stays (the refused CONNECT did not end it)");
+      assert.equal(session.client, undefined);
+      assert.notEqual(session.disconnectedAt, undefined, "the session counts as offline");
+      assert.equal(session.will, undefined, "the refused connection's will is not kept");
+      assert.equal(b.broker.clients.has("cw-alice"), false);
+      await waitFor(() => !b.broker.sessions.has("cw-alice"), "the session to expire", 4000);
+      await watcher.expectNone(3, 100);
+
+      // The new password works.
+      const again = await RawClient.connect(b.port, { version: 5, ...aliceConnect("cw-alice", "n3w", 2) });
+      again.send({ type: 14, reasonCode: 0 });
+      await again.expectClosed();
+      await watcher.close();
+    } finally {
+      await b.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGHUP while a CONNECT waits for its session's commit: an unchanged password is accepted, under the new ACL", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-auth-reload-commit-acl-" });
+  try {
+    const file = `${dir}/passwd`;
+    const aclFile = `${dir}/acl`;
+    await Deno.writeTextFile(file, `alice:${await hashPassword("wonderland", { iterations: ITERATIONS })}\n`);
+    await Deno.writeTextFile(aclFile, "user alice\ntopic readwrite cw/#\n");
+    const kv = heldKv(`${dir}/mqtt.db`);
+    const b = await startBroker(
+      {
+        auth: { password_file: file, acl_file: aclFile, allow_anonymous: false },
+        storage: { backend: "kv" },
+      },
+      kv.store,
+    );
+    try {
+      const first = await RawClient.connect(b.port, {
+        version: 5,
+        ...aliceConnect("cwa-alice", "wonderland", 60),
+      });
+      await first.subscribe("cw/#", 1);
+      first.send({ type: 14, reasonCode: 0 });
+      await first.expectClosed();
+      const pub = await RawClient.connect(b.port, {
+        version: 5,
+        ...aliceConnect("cwa-pub", "wonderland", 0),
+      });
+      for (const [i, topic] of ["cw/secret", "cw/ok"].entries()) {
+        pub.send({ type: 3, topic, payload: te(topic), qos: 1, retain: false, dup: false, packetId: i + 1 });
+        await pub.expect(4);
+      }
+      assert.equal(b.broker.sessions.get("cwa-alice")?.queuedCount, 2);
+
+      kv.hold();
+      const c = await RawClient.open(b.port, 5);
+      c.send(aliceConnect("cwa-alice", "wonderland", 60));
+      await waitFor(() => b.broker.clients.has("cwa-alice"), "the CONNECT to wait for its commit");
+      // The password file is read again unchanged; the ACL no longer lets alice read cw/secret.
+      await Deno.writeTextFile(aclFile, "user alice\ntopic readwrite cw/#\ntopic deny cw/secret\n");
+      await b.broker.reload(b.config);
+      kv.release();
+      const connack = await c.expect(2) as ConnackPacket;
+      assert.equal(connack.reasonCode, 0);
+      assert.equal(connack.sessionPresent, true);
+      const got = await c.expect(3) as PublishPacket;
+      assert.equal(got.topic, "cw/ok", "the queued message alice may no longer read is not sent");
+      c.send({ type: 4, packetId: got.packetId! });
+      await c.expectNone(3, 200);
+      assert.equal(b.broker.metrics.dropped.not_authorized, 1);
+      c.send({ type: 14, reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
+      await c.expectClosed();
+      await pub.close();
+    } finally {
+      await b.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a CONNECT whose session's commit outlasts server.connect_timeout leaves the session offline, to expire", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-connect-commit-timeout-" });
+  try {
+    const kv = heldKv(`${dir}/mqtt.db`);
+    const b = await startBroker({ server: { connect_timeout: 1 }, storage: { backend: "kv" } }, kv.store);
+    try {
+      const watcher = await RawClient.connect(b.port, { version: 5 });
+      await watcher.subscribe("cw/#", 0);
+      kv.hold();
+      const c = await RawClient.open(b.port, 5);
+      c.send(aliceConnect("cw-slow", "", 1));
+      await waitFor(() => b.broker.clients.has("cw-slow"), "the CONNECT to wait for its commit");
+      // The once-a-second sweep closes a connection still without CONNACK after connect_timeout.
+      await c.expectClosed(4000);
+      kv.release();
+      const session = b.broker.sessions.get("cw-slow");
+      assert.ok(session !== undefined);
+      assert.notEqual(session.disconnectedAt, undefined, "the session counts as offline");
+      await waitFor(() => !b.broker.sessions.has("cw-slow"), "the session to expire", 3000);
+      await watcher.expectNone(3, 100); // no will: the connection was never accepted
+      await watcher.close();
     } finally {
       await b.stop();
     }
