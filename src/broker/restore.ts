@@ -86,7 +86,13 @@ export async function restore(broker: Broker): Promise<void> {
     }
     const stored = record.message;
     if (record.state !== "pubrel" && stored === undefined) continue;
-    if (record.state === "queued" && stored?.expiresAt !== undefined && stored.expiresAt <= now) {
+    const sentBefore = record.state === "queued" && stored?.qos === 1 &&
+      record.seq < (newestInflightQoS1.get(record.clientId) ?? -1);
+    // A queued message whose Message Expiry Interval passed is deleted (MQTT-3.3.2-5); one sent before (in
+    // flight, so onward delivery started) is resent all the same (MQTT-4.4.0-1), as without a restart.
+    if (
+      record.state === "queued" && !sentBefore && stored?.expiresAt !== undefined && stored.expiresAt <= now
+    ) {
       broker.persist({ op: "outbound.delete", clientId: record.clientId, seq: record.seq });
       expired++;
       continue;

@@ -1336,6 +1336,48 @@ Deno.test("Will Delay Interval of 30 days (longer than a timer takes): the will 
   }
 });
 
+Deno.test("Message Expiry: messages in flight when it passes are resent on reconnect with 0 seconds left, a PUBREL as is", async () => {
+  // Onward delivery started, so MQTT-3.3.2-5 does not delete them, and MQTT-4.4.0-1 has them resent: a
+  // receiver may hold the QoS 2 packet id already, and a PUBREL belongs to a message it has. The interval is
+  // the received one minus the time waited, which cannot go below 0 (Mosquitto 2.0.11 drops all three).
+  const b = await startBroker({ qos: { max_qos: 2 } });
+  try {
+    const props = { sessionExpiryInterval: 60 };
+    const sub = await connect5(b.port, { clientId: "mxf", clean: false, properties: props });
+    await subscribe(sub.c, [{ topicFilter: "mxf/#", qos: 2 }]);
+    const pub = await connect5(b.port);
+    const expiring = { properties: { messageExpiryInterval: 1 } };
+    await publish(pub.c, "mxf/a", "q1", { qos: 1, ...expiring });
+    await publish(pub.c, "mxf/b", "q2", { qos: 2, ...expiring });
+    await publish(pub.c, "mxf/c", "q2 received", { qos: 2, ...expiring });
+    await waitFor(() => sub.c.received.length === 3, "the three deliveries");
+    const first = sub.c.received.splice(0) as PublishPacket[];
+    sub.c.send({ type: 5, packetId: first[2].packetId! });
+    await sub.c.expect(6);
+    await sub.c.close();
+    await delay(1300);
+
+    const back = await connect5(b.port, { clientId: "mxf", clean: false, properties: props });
+    assert.equal(back.connack.sessionPresent, true);
+    await waitFor(() => back.c.received.length === 3, "the resends");
+    const [q1, q2, rel] = back.c.received.splice(0) as [PublishPacket, PublishPacket, AckPacket];
+    assert.deepEqual(
+      [q1.packetId, q1.dup, q1.properties?.messageExpiryInterval, td(q1.payload)],
+      [first[0].packetId, true, 0, "q1"],
+    );
+    assert.deepEqual(
+      [q2.packetId, q2.dup, q2.properties?.messageExpiryInterval, td(q2.payload)],
+      [first[1].packetId, true, 0, "q2"],
+    );
+    assert.deepEqual([rel.type, rel.packetId], [6, first[2].packetId]);
+    back.c.send({ type: 14, reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
+    await back.c.expectClosed();
+    await pub.c.close();
+  } finally {
+    await b.stop();
+  }
+});
+
 Deno.test("an expired retained message is deleted by itself, not only when a SUBSCRIBE meets it", async () => {
   const b = await startBroker();
   try {

@@ -556,3 +556,68 @@ Deno.test("wills of persistent sessions survive a restart: a delayed one pending
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("messages in flight whose Message Expiry passed are resent after a restart too, as without one", async () => {
+  // Sent from the queue (their records stay "queued") and unacknowledged when the client left; their expiry
+  // passes, then the broker restarts. Onward delivery had started: they are resent (MQTT-4.4.0-1) with DUP,
+  // their packet ids and 0 seconds left, like in-flight messages are without a restart. A queued one that
+  // was never sent is deleted (MQTT-3.3.2-5).
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-crash-expired-inflight-" });
+  const store = ["--storage.backend", "kv", "--storage.path", `${dir}/mqtt.db`];
+  let broker = await spawnBroker(store);
+  try {
+    const props = { sessionExpiryInterval: 300 };
+    const connect = () =>
+      RawClient.connect(broker.port, { version: 5, clientId: "xif-sub", clean: false, properties: props });
+    const sub = await connect();
+    await sub.subscribe("xif/#", 1);
+    await sub.close();
+    const pub = await RawClient.connect(broker.port, { version: 5, clientId: "xif-pub" });
+    const send = (payload: string, id: number, expiry?: number) => {
+      pub.send({
+        type: 3,
+        topic: "xif/t",
+        payload: te(payload),
+        qos: 1,
+        retain: false,
+        dup: false,
+        packetId: id,
+        properties: expiry === undefined ? undefined : { messageExpiryInterval: expiry },
+      });
+      return pub.expect(4);
+    };
+    await send("m1", 1, 1);
+    await send("m2", 2, 1);
+    await send("m3", 3);
+    const online = await RawClient.connect(broker.port, {
+      version: 5,
+      clientId: "xif-sub",
+      clean: false,
+      properties: { ...props, receiveMaximum: 3 },
+    });
+    await waitFor(() => online.received.filter((p) => p.type === 3).length === 3, "the three from the queue");
+    const sent = online.received.splice(0) as PublishPacket[];
+    await online.close();
+    await send("m4 never sent", 4, 1);
+    await delay(1300);
+    await broker.kill();
+    await pub.close();
+
+    broker = await spawnBroker(store);
+    const again = await connect();
+    await waitFor(() => again.received.filter((p) => p.type === 3).length >= 3, "the resends");
+    await delay(200); // and nothing more
+    const resent = (again.received.filter((p) => p.type === 3) as PublishPacket[])
+      .map((p) => [td(p.payload), p.packetId, p.dup, p.properties?.messageExpiryInterval]);
+    assert.deepEqual(resent, [
+      ["m1", sent[0].packetId, true, 0],
+      ["m2", sent[1].packetId, true, 0],
+      ["m3", sent[2].packetId, true, undefined],
+    ]);
+    again.send({ type: 14, reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
+    await again.expectClosed();
+  } finally {
+    await broker.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
