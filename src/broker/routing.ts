@@ -92,7 +92,9 @@ export function route(broker: Broker, msg: Message): boolean {
 
 /**
  * One member of a shared group gets the message: round robin over the members, preferring connected
- * clients with room in their window, then connected ones, then offline persistent sessions.
+ * clients with room in their window, then connected ones, then offline persistent sessions. With `exclude`
+ * the message waited with that member (it left, or may no longer read it): one whose Message Expiry Interval
+ * passed meanwhile is not started anew to another member but dropped (MQTT-3.3.2-5), and counts as taken.
  */
 export function deliverShared(
   broker: Broker,
@@ -103,6 +105,10 @@ export function deliverShared(
   const members = group.members;
   const count = members.length;
   if (count === 0) return false;
+  if (exclude !== undefined && msg.expiresAt !== undefined && msg.expiresAt <= Date.now()) {
+    broker.metrics.dropped.expired++;
+    return true;
+  }
   let fallback = -1;
   let offline = -1;
   for (let k = 0; k < count; k++) {

@@ -1005,6 +1005,34 @@ for (const expiry of [0, 60]) {
   });
 }
 
+for (const expiry of [0, 60]) {
+  Deno.test(`shared subscription: a leaving member's expired messages are not started anew to another (session expiry ${expiry})`, async () => {
+    const b = await startBroker();
+    try {
+      // The first member gets both messages (it is alone) and never acknowledges them.
+      const first = await connect5(b.port, { properties: { sessionExpiryInterval: expiry } });
+      await subscribe(first.c, ["$share/g/sx/#"]);
+      const pub = await connect5(b.port);
+      await publish(pub.c, "sx/t", "expires", { qos: 1, properties: { messageExpiryInterval: 1 } });
+      await publish(pub.c, "sx/t", "stays", { qos: 1 });
+      await waitFor(() => first.c.received.length === 2, "both at the first member");
+      const other = await connect5(b.port);
+      await subscribe(other.c, ["$share/g/sx/#"]);
+      await delay(1200); // the first message's expiry passes
+      await first.c.close();
+      // Its delivery to the other member would be a new one, started after the expiry (MQTT-3.3.2-5).
+      const got = await other.c.expect(3) as PublishPacket;
+      assert.equal(td(got.payload), "stays");
+      other.c.send({ type: 4, packetId: got.packetId! });
+      await other.c.expectNone(3, 200);
+      assert.equal(b.broker.metrics.dropped.expired, 1);
+      await Promise.all([other.c.close(), pub.c.close()]);
+    } finally {
+      await b.stop();
+    }
+  });
+}
+
 Deno.test("shared subscription: no retained messages on subscribe; No Local is a protocol error", async () => {
   const b = await startBroker();
   try {
