@@ -282,12 +282,12 @@ function startSending(
   fromQueue: boolean,
 ): void {
   const maybeSentBefore = entry.packetId === MAYBE_SENT;
-  const idOfSeq = session.assignPacketId(entry);
+  const idOfSeq = session.assignPacketId(entry, maybeSentBefore);
   entry.state = "publish";
   // QoS 2, and QoS 1 under a packet id its sequence number does not name (only its record knows it): out once
   // the in-flight record is committed, or a crash could bring the message back under another id.
   if ((entry.qos === 2 || !idOfSeq) && session.persistent && broker.store.durable) {
-    sendAfterRecordCommit(broker, session, client, entry);
+    sendAfterRecordCommit(broker, session, client, entry, maybeSentBefore);
     return;
   }
   if (!sendEntry(broker, client, entry, maybeSentBefore)) {
@@ -313,8 +313,15 @@ function startSending(
  * queued (or, for a publisher's resend, as new) under another packet id, which the receiver would take for a
  * second message. The same for a QoS 1 one whose packet id only its record holds (MQTT-4.4.0-1). Kept in
  * order with the client's other deferred packets (acks, PUBRELs), and what comes after it waits (a hold).
+ * `dup`: the message may have gone out before a crash (a QoS 1 one whose id of its sequence number is taken).
  */
-function sendAfterRecordCommit(broker: Broker, session: Session, client: Client, entry: OutEntry): void {
+function sendAfterRecordCommit(
+  broker: Broker,
+  session: Session,
+  client: Client,
+  entry: OutEntry,
+  dup: boolean,
+): void {
   session.setInflight(entry);
   broker.persistOutbound(session, entry);
   const packetId = entry.packetId;
@@ -327,7 +334,7 @@ function sendAfterRecordCommit(broker: Broker, session: Session, client: Client,
     // Gone meanwhile (the client left; a reconnect resends it from the in-flight table with DUP).
     if (session.client === client && session.inflight.get(packetId) === entry && entry.state === "publish") {
       // Too large for this client: treated as delivered (§3.1.2.11.4).
-      if (!sendEntry(broker, client, entry, false)) completeInflight(broker, session, client, entry);
+      if (!sendEntry(broker, client, entry, dup)) completeInflight(broker, session, client, entry);
     }
     releaseHold(broker, session, client);
   });

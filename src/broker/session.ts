@@ -233,10 +233,15 @@ export class Session {
    * Gives an outbound QoS 1/2 entry its packet id (§2.2.1): the one its sequence number names
    * ({@link packetIdOfSeq}) when that is free, otherwise the next free one. True when the id is the one of its
    * sequence number, so a store record without a packet id still tells which id the message went out under.
+   *
+   * With `maybeSent` (a message that may have gone out under that id before a crash, restore.ts) the id is kept
+   * whenever no other message is in flight under it, even when it shares a slot of the in-flight table (the
+   * table grows): the restarted broker's table is smaller than the one the message went out from, and a resend
+   * must use the id the message first had (MQTT-4.4.0-1).
    */
-  assignPacketId(entry: OutEntry): boolean {
+  assignPacketId(entry: OutEntry, maybeSent = false): boolean {
     const id = packetIdOfSeq(entry.seq);
-    if (this.inflight.isFree(id)) {
+    if (maybeSent ? !this.inflight.has(id) : this.inflight.isFree(id)) {
       entry.packetId = id;
       return true;
     }
