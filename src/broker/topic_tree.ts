@@ -27,15 +27,16 @@ export interface MatchResult<S> {
   readonly shared: SharedGroup<S>[];
 }
 
+/** One filter level; `children` is made with the first child (most nodes are a filter's last level). */
 class Node<S> {
-  readonly children = new Map<string, Node<S>>();
+  children?: Map<string, Node<S>>;
   subs?: Map<S, SubscriptionRecord>;
   shared?: Map<string, SharedGroup<S>>;
   parent?: Node<S>;
   level = "";
 
   isEmpty(): boolean {
-    return this.children.size === 0 && !this.subs?.size && !this.shared?.size;
+    return !this.children?.size && !this.subs?.size && !this.shared?.size;
   }
 }
 
@@ -60,13 +61,13 @@ export class TopicTree<S> {
   #node(filter: string, create: boolean): Node<S> | undefined {
     let node = this.#root;
     for (const level of filter.split("/")) {
-      let child = node.children.get(level);
+      let child = node.children?.get(level);
       if (!child) {
         if (!create) return undefined;
         child = new Node<S>();
         child.parent = node;
         child.level = level;
-        node.children.set(level, child);
+        (node.children ??= new Map()).set(level, child);
       }
       node = child;
     }
@@ -75,7 +76,7 @@ export class TopicTree<S> {
 
   #prune(node: Node<S>): void {
     while (node.parent && node.isEmpty()) {
-      node.parent.children.delete(node.level);
+      node.parent.children!.delete(node.level);
       node = node.parent;
     }
   }
@@ -179,22 +180,27 @@ export class TopicTree<S> {
     while (nodes.length > 0) {
       const node = nodes.pop()!;
       const i = depths.pop()!;
+      const children = node.children;
+      if (children === undefined) {
+        if (i === levels.length) this.#collect(node, out);
+        continue;
+      }
       const wildcardsAllowed = i > 0 || !dollar;
       if (wildcardsAllowed) {
-        const hash = node.children.get("#");
+        const hash = children.get("#");
         if (hash) this.#collect(hash, out); // "a/#" matches "a" and everything below it
       }
       if (i === levels.length) {
         this.#collect(node, out);
         continue;
       }
-      const exact = node.children.get(levels[i]);
+      const exact = children.get(levels[i]);
       if (exact) {
         nodes.push(exact);
         depths.push(i + 1);
       }
       if (wildcardsAllowed) {
-        const plus = node.children.get("+");
+        const plus = children.get("+");
         if (plus) {
           nodes.push(plus);
           depths.push(i + 1);
