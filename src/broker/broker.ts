@@ -533,13 +533,15 @@ export class Broker {
   }
 
   /**
-   * Messages sent or queued to a shared-subscription member that went away go to another member of
-   * the group (§4.8.2).
+   * Messages queued to a shared-subscription member that went away, and QoS 1 ones sent to it and not
+   * acknowledged, go to another member of the group (§4.8.2). A QoS 2 one sent to it stays: its delivery is
+   * completed with that member when it reconnects (MQTT-4.8.2-4), and goes to nobody else if its session ends
+   * first (MQTT-4.8.2-5, {@link endSession}).
    */
   #redistributeShared(session: Session): void {
     const moved: OutEntry[] = [];
     for (const entry of session.inflight.values()) {
-      if (entry.share && entry.state === "publish") {
+      if (entry.share && entry.state === "publish" && entry.qos === 1) {
         session.deleteInflight(entry.packetId);
         moved.push(entry);
       }
@@ -571,9 +573,15 @@ export class Broker {
     for (const [filter] of session.subscriptions) {
       this.tree.remove(session, filter, parseSharedFilter(filter) ?? undefined);
     }
-    // Shared-subscription messages still owed go to the rest of the group.
-    for (const entry of [...session.inflight.values(), ...session.drainQueue()]) {
-      if (entry.share && entry.state !== "pubrel") deliverShared(this, entry.share, entry.msg, session);
+    // Shared-subscription messages still owed go to the rest of the group: the queued ones and QoS 1 ones in
+    // flight. A QoS 2 one sent and not answered with PUBREC may not go to another member (MQTT-4.8.2-5).
+    for (const entry of session.inflight.values()) {
+      if (entry.share === undefined || entry.state !== "publish") continue;
+      if (entry.qos === 1) deliverShared(this, entry.share, entry.msg, session);
+      else this.metrics.dropped.session_ended++;
+    }
+    for (const entry of session.drainQueue()) {
+      if (entry.share) deliverShared(this, entry.share, entry.msg, session);
     }
     session.clearSubscriptionsAndInflight();
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);

@@ -40,6 +40,7 @@ export const DROP_REASONS = [
   "slow_consumer",
   "not_authorized",
   "no_subscribers",
+  "session_ended",
 ] as const;
 
 /** One of {@link DROP_REASONS}. */
@@ -176,6 +177,7 @@ export class BrokerMetrics {
     slow_consumer: 0,
     not_authorized: 0,
     no_subscribers: 0,
+    session_ended: 0,
   };
   /** CONNECTs refused for bad username / password or not authorized. */
   authFailures = 0;

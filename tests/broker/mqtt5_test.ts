@@ -1033,6 +1033,70 @@ for (const expiry of [0, 60]) {
   });
 }
 
+for (const expiry of [0, 60]) {
+  Deno.test(`shared subscription: QoS 2 messages sent to a leaving member stay with it, never to another (session expiry ${expiry})`, async () => {
+    const b = await startBroker({ qos: { max_qos: 2 } });
+    try {
+      const clientId = `q2-member-${expiry}`;
+      const first = await connect5(b.port, { clientId, properties: { sessionExpiryInterval: expiry } });
+      await subscribe(first.c, [{ topicFilter: "$share/g/q2/#", qos: 2 }]);
+      const pub = await connect5(b.port);
+      for (const text of ["one", "two"]) {
+        const packetId = nextPacketId++;
+        pub.c.send({
+          type: 3,
+          topic: "q2/t",
+          payload: te(text),
+          qos: 2,
+          retain: false,
+          dup: false,
+          packetId,
+        });
+        assert.equal((await pub.c.expect(5) as AckPacket).packetId, packetId);
+        pub.c.send({ type: 6, packetId });
+        await pub.c.expect(7);
+      }
+      // Both went to the first member, alone in the group then; it answers neither with PUBREC.
+      const sent = [await first.c.expect(3) as PublishPacket, await first.c.expect(3) as PublishPacket];
+      assert.deepEqual(sent.map((p) => [td(p.payload), p.qos]), [["one", 2], ["two", 2]]);
+      const other = await connect5(b.port);
+      await subscribe(other.c, [{ topicFilter: "$share/g/q2/#", qos: 2 }]);
+      await first.c.close();
+      // MQTT-4.8.2-4 / -5: the delivery is the first member's to complete, or nobody's.
+      await other.c.expectNone(3, 300);
+      if (expiry === 0) {
+        await waitFor(
+          () => b.broker.metrics.dropped.session_ended === 2,
+          "both counted as lost with the session",
+        );
+      } else {
+        assert.equal(b.broker.metrics.dropped.session_ended, 0);
+        const back = await connect5(b.port, {
+          clientId,
+          clean: false,
+          properties: { sessionExpiryInterval: 60 },
+        });
+        assert.equal(back.connack.sessionPresent, true);
+        const again = [await back.c.expect(3) as PublishPacket, await back.c.expect(3) as PublishPacket];
+        assert.deepEqual(
+          again.map((p) => [td(p.payload), p.packetId, p.dup]),
+          sent.map((p) => [td(p.payload), p.packetId, true]),
+        );
+        for (const p of again) {
+          back.c.send({ type: 5, packetId: p.packetId! });
+          assert.equal((await back.c.expect(6) as AckPacket).packetId, p.packetId);
+          back.c.send({ type: 7, packetId: p.packetId! });
+        }
+        await other.c.expectNone(3, 100);
+        await back.c.close();
+      }
+      await Promise.all([other.c.close(), pub.c.close()]);
+    } finally {
+      await b.stop();
+    }
+  });
+}
+
 Deno.test("shared subscription: no retained messages on subscribe; No Local is a protocol error", async () => {
   const b = await startBroker();
   try {
