@@ -118,7 +118,12 @@ async function stopBroker(b: Running): Promise<void> {
 /** Publishes `count` QoS 1 messages, topic by index, keeping {@link WINDOW} unacknowledged. */
 async function publishAll(port: number, count: number, topic: (i: number) => string, retain: boolean) {
   if (count === 0) return;
-  const pub = await BenchClient.connect({ host: "127.0.0.1", port, clientId: "restore-bench-pub", version: 4 });
+  const pub = await BenchClient.connect({
+    host: "127.0.0.1",
+    port,
+    clientId: "restore-bench-pub",
+    version: 4,
+  });
   let acked = 0;
   let wake: (() => void) | undefined;
   pub.handlers = {
