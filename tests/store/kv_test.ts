@@ -789,7 +789,7 @@ Deno.test("KvStore: load() gives back every client id and topic exactly, however
     const got = state.outbound.map((r) => `${r.clientId} ${r.seq} ${r.message?.topic}`);
     assert.deepEqual(got.toSorted(), expected.toSorted());
     const retained = new Map(state.retained.map((m) => [m.topic, new TextDecoder().decode(m.payload)]));
-    for (const [i, topic] of topics.entries()) {
+    for (const topic of topics) {
       if (topic !== "") assert.equal(retained.get(topic), `r${topics.lastIndexOf(topic)}`, topic);
     }
     assert.equal(retained.size, new Set(topics.filter((t) => t !== "")).size);
