@@ -13,6 +13,7 @@ import { createLogger } from "../src/log.ts";
 import { PacketDecoder } from "../src/mqtt/decode.ts";
 import { encode } from "../src/mqtt/encode.ts";
 import type { Packet, ProtocolVersion, QoS } from "../src/mqtt/types.ts";
+import { KvStore } from "../src/store/kv.ts";
 import { createStore } from "../src/store/mod.ts";
 import type { Store } from "../src/store/store.ts";
 
@@ -371,4 +372,35 @@ export function hasCommand(name: string): boolean {
     }
   }
   return false;
+}
+
+/**
+ * A Deno KV store whose commits can be held: flush() waits for {@link HeldKv.release} while held, so a
+ * CONNECT that must wait for its session's commit stays waiting as long as a test needs.
+ */
+export function heldKv(path: string): { store: Store; hold: () => void; release: () => void } {
+  const inner = new KvStore({ path });
+  let held: Promise<void> | undefined;
+  let release = () => {};
+  const store = new Proxy(inner, {
+    get(target, prop) {
+      if (prop === "flush") {
+        return () => {
+          const p = target.flush();
+          return held === undefined ? p : held.then(() => p);
+        };
+      }
+      if (prop === "idle") return held === undefined && target.idle;
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  }) as unknown as Store;
+  return {
+    store,
+    hold: () => held = new Promise((resolve) => release = resolve),
+    release: () => {
+      held = undefined;
+      release();
+    },
+  };
 }

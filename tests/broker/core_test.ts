@@ -6,12 +6,11 @@ import assert from "node:assert/strict";
 import mqtt from "mqtt";
 import type { AckPacket, PublishPacket, SubackPacket } from "../../src/mqtt/types.ts";
 import { encode } from "../../src/mqtt/encode.ts";
-import { KvStore } from "../../src/store/kv.ts";
-import type { Store } from "../../src/store/store.ts";
 import {
   collect,
   delay,
   hasCommand,
+  heldKv,
   mqttConnect,
   mqttEnd,
   RawClient,
@@ -917,28 +916,13 @@ Deno.test("kv store: a PUBACK waits for the commit of its message even when a ho
   // A hold (here: a SUBSCRIBE of the subscriber waiting for its commit) makes routing ask for a flush for the
   // subscriber in the middle of handling the PUBLISH; the publisher's PUBACK must still wait for that commit.
   const dir = await Deno.makeTempDir({ prefix: "mqtt-ack-hold-" });
-  const inner = new KvStore({ path: `${dir}/mqtt.db` });
-  let held: Promise<void> | undefined;
-  let release = () => {};
-  const store = new Proxy(inner, {
-    get(target, prop) {
-      if (prop === "flush") {
-        return () => {
-          const p = target.flush();
-          return held === undefined ? p : held.then(() => p);
-        };
-      }
-      if (prop === "idle") return held === undefined && target.idle;
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  }) as unknown as Store;
+  const { store, hold, release } = heldKv(`${dir}/mqtt.db`);
   const b = await startBroker({}, store);
   try {
     const sub = await RawClient.connect(b.port, { clientId: "ah-sub", clean: false });
     await sub.subscribe("ah/#", 1);
     const pub = await RawClient.connect(b.port, { clientId: "ah-pub" });
-    held = new Promise((resolve) => release = resolve);
+    hold();
     // The subscriber's SUBACK now waits (a hold), then a QoS 1 message for it arrives.
     sub.send({
       type: 8,
@@ -954,7 +938,6 @@ Deno.test("kv store: a PUBACK waits for the commit of its message even when a ho
     await delay(50);
     pub.send({ type: 3, topic: "ah/t", payload: te("m"), qos: 1, retain: false, dup: false, packetId: 1 });
     await pub.expectNone(4, 300); // not acknowledged before the commit
-    held = undefined;
     release();
     await pub.expect(4);
     await sub.expect(9);

@@ -6,9 +6,16 @@
 import assert from "node:assert/strict";
 import { hashPassword } from "../../src/auth/password_file.ts";
 import type { ConnackPacket, ConnectPacket, ProtocolVersion, PublishPacket } from "../../src/mqtt/types.ts";
-import { KvStore } from "../../src/store/kv.ts";
-import type { Store } from "../../src/store/store.ts";
-import { mqttConnect, mqttEnd, RawClient, startBroker, te, type TestBroker, waitFor } from "../helpers.ts";
+import {
+  heldKv,
+  mqttConnect,
+  mqttEnd,
+  RawClient,
+  startBroker,
+  te,
+  type TestBroker,
+  waitFor,
+} from "../helpers.ts";
 
 /** Test-only iteration count: fast, still the real PBKDF2 code path. */
 const ITERATIONS = 1000;
@@ -178,37 +185,6 @@ Deno.test("SIGHUP during a CONNECT's password check: the check is made again aga
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-/**
- * A Deno KV store whose commits can be held: flush() waits for {@link HeldKv.release} while held, so a
- * CONNECT that must wait for its session's commit stays waiting as long as a test needs.
- */
-function heldKv(path: string): { store: Store; hold: () => void; release: () => void } {
-  const inner = new KvStore({ path });
-  let held: Promise<void> | undefined;
-  let release = () => {};
-  const store = new Proxy(inner, {
-    get(target, prop) {
-      if (prop === "flush") {
-        return () => {
-          const p = target.flush();
-          return held === undefined ? p : held.then(() => p);
-        };
-      }
-      if (prop === "idle") return held === undefined && target.idle;
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  }) as unknown as Store;
-  return {
-    store,
-    hold: () => held = new Promise((resolve) => release = resolve),
-    release: () => {
-      held = undefined;
-      release();
-    },
-  };
-}
 
 /** A persistent MQTT 5 CONNECT of alice with a will. */
 function aliceConnect(clientId: string, password: string, sessionExpiryInterval: number): ConnectPacket {
