@@ -121,6 +121,9 @@ export async function restore(broker: Broker): Promise<void> {
       subscriptionIds,
       state: record.state,
       packetId: record.packetId ?? 0,
+      // Still shared (§4.8.2): it goes to another member when this one leaves or its session ends. A group
+      // left by all its members meanwhile is gone: the message stays with this session, as without a restart.
+      share: record.share && broker.tree.sharedGroup(record.share.group, record.share.filter),
     };
     if (record.seq >= session.seq) session.seq = record.seq + 1;
     if (record.state === "queued" || record.packetId === undefined || session.inflight.has(record.packetId)) {

@@ -111,6 +111,11 @@ export class TopicTree<S> {
     return existed;
   }
 
+  /** The shared subscription group `group` on `filter`, if it has members. */
+  sharedGroup(group: string, filter: string): SharedGroup<S> | undefined {
+    return this.#node(filter, false)?.shared?.get(group);
+  }
+
   /** Removes a subscription. Returns true when it existed. */
   remove(subscriber: S, filter: string, share?: { group: string; filter: string }): boolean {
     const node = this.#node(share ? share.filter : filter, false);

@@ -20,6 +20,7 @@ export type {
   OutboundSource,
   RestoredState,
   SessionRecord,
+  ShareRef,
   Store,
   StoredMessage,
   StoreOp,

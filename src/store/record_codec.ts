@@ -18,6 +18,7 @@ import type {
   OutboundRecord,
   OutboundSource,
   SessionRecord,
+  ShareRef,
   StoredMessage,
   SubscriptionRecord,
 } from "./store.ts";
@@ -498,6 +499,8 @@ export function decodeSession(value: Uint8Array): SessionRecord {
 // Outbound flag bits.
 const O_PACKET_ID = 0x01;
 const O_MESSAGE = 0x02;
+/** Followed (after the message) by the shared subscription group's name and filter. */
+const O_SHARE = 0x04;
 
 /** Encodes an outbound (queued or in-flight) record. */
 export function encodeOutbound(o: OutboundRecord): Uint8Array {
@@ -506,7 +509,7 @@ export function encodeOutbound(o: OutboundRecord): Uint8Array {
     throw new TypeError(`outbound ${o.clientId}/${o.seq}: unknown state ${JSON.stringify(o.state)}`);
   }
   const w = new Writer(outboundSizeHint(o.clientId, o.message));
-  writeOutbound(w, o.clientId, o.seq, state, o.packetId, o.message);
+  writeOutbound(w, o.clientId, o.seq, state, o.packetId, o.message, o.share);
   return w.finish();
 }
 
@@ -521,6 +524,7 @@ function writeOutbound(
   state: number,
   packetId: number | undefined,
   message: StoredMessage | undefined,
+  share: ShareRef | undefined,
   qos = message?.qos ?? 0,
   retain = message?.retain ?? false,
   properties = message?.properties,
@@ -529,9 +533,16 @@ function writeOutbound(
   w.string(clientId);
   w.varint(seq);
   w.u8(state);
-  w.u8((packetId !== undefined ? O_PACKET_ID : 0) | (message !== undefined ? O_MESSAGE : 0));
+  w.u8(
+    (packetId !== undefined ? O_PACKET_ID : 0) | (message !== undefined ? O_MESSAGE : 0) |
+      (share !== undefined ? O_SHARE : 0),
+  );
   if (packetId !== undefined) w.u16(packetId);
   if (message !== undefined) writeMessageAs(w, message, qos, retain, properties);
+  if (share !== undefined) {
+    w.string(share.group);
+    w.string(share.filter);
+  }
 }
 
 /**
@@ -559,7 +570,7 @@ export class PackWriter {
       throw new TypeError(`outbound ${o.clientId}/${o.seq}: unknown state ${JSON.stringify(o.state)}`);
     }
     const at = this.#open();
-    writeOutbound(this.#w, o.clientId, o.seq, state, o.packetId, o.message);
+    writeOutbound(this.#w, o.clientId, o.seq, state, o.packetId, o.message, o.share);
     this.#close(at);
   }
 
@@ -575,16 +586,40 @@ export class PackWriter {
       : msg.properties;
     const at = this.#open();
     if (state === "queued") {
-      writeOutbound(this.#w, clientId, source.seq, 0, undefined, msg, source.qos, source.retain, properties);
+      writeOutbound(
+        this.#w,
+        clientId,
+        source.seq,
+        0,
+        undefined,
+        msg,
+        source.share,
+        source.qos,
+        source.retain,
+        properties,
+      );
     } else {
-      writeOutbound(this.#w, clientId, source.seq, 1, packetId, msg, source.qos, source.retain, properties);
+      writeOutbound(
+        this.#w,
+        clientId,
+        source.seq,
+        1,
+        packetId,
+        msg,
+        source.share,
+        source.qos,
+        source.retain,
+        properties,
+      );
     }
     this.#close(at);
   }
 
   /** An upper bound of what {@link addSource} adds for `source` (to decide when a pack is full). */
   static sizeHint(clientId: string, source: OutboundSource): number {
-    return 4 + outboundSizeHint(clientId, source.msg) + (source.subscriptionIds ? 256 : 0);
+    const share = source.share;
+    return 4 + outboundSizeHint(clientId, source.msg) + (source.subscriptionIds ? 256 : 0) +
+      (share ? 16 + (share.group.length + share.filter.length) * 3 : 0);
   }
 
   /** The value: a view of the bytes written. */
@@ -625,6 +660,7 @@ export function decodeOutbound(value: Uint8Array, start = 0, end = value.length)
   const o: OutboundRecord = { clientId, seq, state };
   if (flags & O_PACKET_ID) o.packetId = r.u16();
   if (flags & O_MESSAGE) o.message = readMessage(r);
+  if (flags & O_SHARE) o.share = { group: r.string(), filter: r.string() };
   r.done(`outbound ${clientId}/${seq}`);
   return o;
 }

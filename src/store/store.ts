@@ -73,6 +73,17 @@ export interface OutboundRecord {
   packetId?: number;
   /** Absent only in state "pubrel". */
   message?: StoredMessage;
+  /**
+   * The shared subscription group (§4.8.2) the message went to this session through, if it did: after a
+   * restart it still goes to another member when this one leaves or its session ends.
+   */
+  share?: ShareRef;
+}
+
+/** A shared subscription group: `$share/{group}/{filter}`. */
+export interface ShareRef {
+  readonly group: string;
+  readonly filter: string;
 }
 
 /**
@@ -88,6 +99,8 @@ export interface OutboundSource {
   /** MQTT 5 Subscription Identifiers of this delivery, stored among the message's properties. */
   readonly subscriptionIds?: readonly number[];
   readonly msg: StoredMessage;
+  /** The shared subscription group it came through, stored as {@link OutboundRecord.share}. */
+  readonly share?: ShareRef;
 }
 
 /** The record {@link Store.putOutbound} stores for `source`. */
@@ -99,6 +112,7 @@ export function outboundRecordOf(
 ): OutboundRecord {
   const msg = source.msg;
   const ids = source.subscriptionIds;
+  const share = source.share;
   return {
     clientId,
     seq: source.seq,
@@ -115,6 +129,7 @@ export function outboundRecordOf(
       expiresAt: msg.expiresAt,
       receivedAt: msg.receivedAt,
     },
+    share: share === undefined ? undefined : { group: share.group, filter: share.filter },
   };
 }
 

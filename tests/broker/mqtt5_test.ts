@@ -1097,6 +1097,46 @@ for (const expiry of [0, 60]) {
   });
 }
 
+Deno.test("shared subscription: messages queued to an offline member stay shared across a restart (kv store)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mqtt-shared-restart-" });
+  const storage = { backend: "kv" as const, path: `${dir}/mqtt.db` };
+  let b = await startBroker({ storage });
+  try {
+    const props = { sessionExpiryInterval: 300 };
+    for (const clientId of ["sr-a", "sr-b"]) {
+      const m = await connect5(b.port, { clientId, properties: props });
+      await subscribe(m.c, ["$share/g/sr/#"]);
+      m.c.send({ type: 14, reasonCode: 0 });
+      await m.c.expectClosed();
+    }
+    // Both members offline: each gets its turn queued.
+    const pub = await connect5(b.port);
+    for (let i = 0; i < 4; i++) await publish(pub.c, "sr/t", `m${i}`, { qos: 1 });
+    await pub.c.close();
+    assert.equal(b.broker.sessions.get("sr-a")!.queuedCount, 2);
+    await b.stop();
+
+    b = await startBroker({ storage });
+    const member = await connect5(b.port, { clientId: "sr-b", clean: false, properties: props });
+    assert.equal(member.connack.sessionPresent, true);
+    const own = [await member.c.expect(3) as PublishPacket, await member.c.expect(3) as PublishPacket];
+    for (const p of own) member.c.send({ type: 4, packetId: p.packetId! });
+    // The other member's session ends: what was queued for it goes to the rest of the group, as it does
+    // without a restart.
+    const gone = await connect5(b.port, { clientId: "sr-a", clean: true });
+    assert.equal(gone.connack.sessionPresent, false);
+    const moved = [await member.c.expect(3) as PublishPacket, await member.c.expect(3) as PublishPacket];
+    assert.deepEqual(
+      [...own, ...moved].map((p) => td(p.payload)).sort(),
+      ["m0", "m1", "m2", "m3"],
+    );
+    await Promise.all([member.c.close(), gone.c.close()]);
+  } finally {
+    await b.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("shared subscription: no retained messages on subscribe; No Local is a protocol error", async () => {
   const b = await startBroker();
   try {

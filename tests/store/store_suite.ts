@@ -241,6 +241,7 @@ export function storeSuite(h: StoreHarness): void {
         retain: true,
         subscriptionIds: [3, 4],
         msg: { ...props, topic: "s/2" },
+        share: { group: "g", filter: "s/#" },
       });
       const sources = [source(1), sent, source(3), source(4, { qos: 2 })];
       store.putOutbound("c", "queued", 0, sources[0]);
@@ -264,6 +265,8 @@ export function storeSuite(h: StoreHarness): void {
         contentType: "text/plain",
         subscriptionIdentifiers: [3, 4],
       });
+      assert.deepEqual(state.outbound[0].share, { group: "g", filter: "s/#" });
+      assert.equal(state.outbound[1].share, undefined);
       return reopened;
     });
   });
