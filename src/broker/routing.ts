@@ -102,6 +102,9 @@ export function deliverShared(
   msg: Message,
   exclude?: Session,
 ): boolean {
+  // A message that waited with `exclude`: its group may have ended since (every member left) and been made
+  // anew under the same name and filter. The members are the current group's.
+  if (exclude !== undefined) group = broker.tree.sharedGroup(group.group, group.filter) ?? group;
   const members = group.members;
   const count = members.length;
   if (count === 0) return false;

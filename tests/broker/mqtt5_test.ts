@@ -1097,6 +1097,28 @@ for (const expiry of [0, 60]) {
   });
 }
 
+Deno.test("shared subscription: a leaving member's unacked message goes to the group made anew after it unsubscribed", async () => {
+  const b = await startBroker();
+  try {
+    const first = await connect5(b.port);
+    await subscribe(first.c, ["$share/g/rn/#"]);
+    const pub = await connect5(b.port);
+    await publish(pub.c, "rn/t", "held", { qos: 1 });
+    await first.c.expect(3); // never acknowledged
+    // The only member leaves the group, which ends with it; a new member makes it anew.
+    first.c.send({ type: 10, packetId: 500, topicFilters: ["$share/g/rn/#"] });
+    await first.c.expect(11);
+    const other = await connect5(b.port);
+    await subscribe(other.c, ["$share/g/rn/#"]);
+    await first.c.close();
+    // As when the group had lasted: the message goes to a member still in it.
+    assert.equal(td((await other.c.expect(3) as PublishPacket).payload), "held");
+    await Promise.all([other.c.close(), pub.c.close()]);
+  } finally {
+    await b.stop();
+  }
+});
+
 Deno.test("shared subscription: messages queued to an offline member stay shared across a restart (kv store)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "mqtt-shared-restart-" });
   const storage = { backend: "kv" as const, path: `${dir}/mqtt.db` };
