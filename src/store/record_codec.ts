@@ -13,6 +13,7 @@
  */
 
 import { slabAlloc } from "../mqtt/slab.ts";
+import { decodeUtf8 } from "../mqtt/utf8.ts";
 import type { Properties, QoS, UserProperty } from "../mqtt/types.ts";
 import type {
   OutboundRecord,
@@ -31,7 +32,6 @@ export const TAG_CHUNKED = 2;
 const OUTBOUND_STATES = ["queued", "publish", "pubrel"] as const;
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Scratch for big-endian float64 writes without a DataView per record (a DataView is a heap object). */
 const F64 = new Float64Array(1);
@@ -128,27 +128,6 @@ class Writer {
   }
 }
 
-/** Strings longer than this are decoded by TextDecoder; shorter ASCII ones by a loop, which costs less. */
-const SHORT_ASCII = 64;
-const shortCodes: number[][] = Array.from(
-  { length: SHORT_ASCII + 1 },
-  (_, n) => new Array<number>(n).fill(0),
-);
-
-function decodeString(buf: Uint8Array, start: number, n: number): string {
-  if (n <= SHORT_ASCII) {
-    const codes = shortCodes[n];
-    let i = 0;
-    for (; i < n; i++) {
-      const c = buf[start + i];
-      if (c >= 0x80) break;
-      codes[i] = c;
-    }
-    if (i === n) return String.fromCharCode.apply(null, codes);
-  }
-  return decoder.decode(buf.subarray(start, start + n));
-}
-
 /** Strings up to this many bytes are remembered by a {@link LastString}. */
 const LAST_STRING_MAX = 256;
 
@@ -226,7 +205,7 @@ class Reader {
     this.need(n);
     const start = this.pos;
     this.pos += n;
-    return decodeString(this.buf, start, n);
+    return decodeUtf8(this.buf, start, start + n);
   }
 
   /**
@@ -246,7 +225,7 @@ class Reader {
       while (i < n && buf[start + i] === seen[i]) i++;
       if (i === n) return last.value;
     }
-    const value = decodeString(buf, start, n);
+    const value = decodeUtf8(buf, start, start + n);
     if (n <= LAST_STRING_MAX) {
       last.bytes.set(buf.subarray(start, start + n));
       last.length = n;

@@ -755,6 +755,8 @@ Deno.test("KvStore: load() gives back every client id and topic exactly, however
     "küche/temp",
     "kÃche/temp",
     "温度/1",
+    "b".repeat(32),
+    "b".repeat(33),
     "a".repeat(64),
     "a".repeat(63) + "b",
     "a".repeat(65),
